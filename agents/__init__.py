@@ -1,0 +1,9 @@
+"""Policies (language-model engines), agents that play roles, and judges."""
+from agents.agent import LLMAgent
+from agents.judges import FunctionJudge, Judge, Judgement, RewardModelJudge, SelfJudge, parse_rubric_score
+from agents.policy import Completion, Policy, SamplingParams
+
+__all__ = [
+    "Completion", "FunctionJudge", "Judge", "Judgement", "LLMAgent", "Policy", "RewardModelJudge",
+    "SamplingParams", "SelfJudge", "parse_rubric_score",
+]

@@ -1,0 +1,223 @@
+"""The "hf" engine: a Hugging Face transformers causal LM behind `Policy`.
+
+Concurrent `generate` calls are micro-batched: requests with equal
+`SamplingParams` that arrive within `max_wait_s` share one `model.generate`
+call (prompts left-padded, each prompt repeated for its `n` samples).
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Mapping, Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from agents.batching import MicroBatcher
+from agents.logprobs import output_logits
+from agents.models import DEFAULT_MODEL, load_model
+from agents.policy import Chat, Completion, Policy, SamplingParams
+
+SCORE_BATCH_ROWS = 8  # sequences per padded scoring batch
+SCORE_CHUNK_ROWS = 512  # token positions per vocabulary-sized logits block when scoring
+
+
+class HFPolicy(Policy):
+    """A transformers model as a thread-safe, batching policy.
+
+    One lock serialises every use of the model (generate, score, new weights).
+    Sampling cannot be seeded per request, because requests share a batch;
+    `seed()` seeds the global torch generator instead.
+    """
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, max_batch_size: int = 64, max_wait_s: float = 0.01):
+        self.model = model
+        self._tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self._eos_ids = sorted({*eos, tokenizer.eos_token_id} - {None})
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos_ids[0]
+        self.tokens_generated = 0
+        self.direct_batches = 0
+        self._lock = threading.Lock()
+        self._batcher = MicroBatcher(self._generate_batch, max_batch_size, max_wait_s, name="hf-generate")
+        self._next_token_batcher = MicroBatcher(self._next_token_batch, max_batch_size, max_wait_s, name="hf-next-token")
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu", **kwargs
+    ) -> HFPolicy:
+        """Load a model with `agents.models.load_model` and wrap it."""
+        return cls(*load_model(name_or_path, dtype, device), **kwargs)
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def stats(self) -> dict:
+        """Batched `model.generate` calls so far, and tokens generated."""
+        batches = self._batcher.batches + self.direct_batches
+        return {"generate_batches": batches, "tokens_generated": self.tokens_generated}
+
+    def seed(self, seed: int) -> None:
+        """Seed torch's global generator, between batches (not per request)."""
+        with self._lock:
+            torch.manual_seed(seed)
+
+    def generate(self, chat: Chat, n: int = 1, params: SamplingParams = SamplingParams()) -> list[Completion]:
+        if n < 1:
+            return []
+        return self._batcher.submit((self.chat_prompt_ids(chat), n), key=params)
+
+    def generate_batch(
+        self, chats: Sequence[Chat], n: int = 1, params: SamplingParams = SamplingParams()
+    ) -> list[list[Completion]]:
+        """All chats as direct batches, in order: the samples depend only on the RNG state, not on timing."""
+        requests = [(self.chat_prompt_ids(chat), n) for chat in chats]
+        results: list[list[Completion]] = []
+        for start in range(0, len(requests), self.max_batch_size):
+            self.direct_batches += 1
+            results += self._generate_batch(params, requests[start : start + self.max_batch_size])
+        return results
+
+    def score(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+        if any(len(prompt) == 0 for prompt in prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+        # Rows of similar length share a padded batch, so short rows do not pay for long ones.
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
+        scores: list[list[float]] = [[] for _ in order]
+        with self._lock, _eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(order), SCORE_BATCH_ROWS):
+                rows = order[start : start + SCORE_BATCH_ROWS]
+                batch = self._score_batch([prompt_ids[i] for i in rows], [completion_ids[i] for i in rows])
+                for row, values in zip(rows, batch):
+                    scores[row] = values
+        return scores
+
+    def next_token_logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[int]) -> list[float]:
+        """Concurrent calls share one forward pass (micro-batched like `generate`)."""
+        return self._next_token_batcher.submit(list(prompt_ids), key=tuple(candidates))
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy new weights in (strict); the model's own tensors are a no-op."""
+        with self._lock:
+            self.model.load_state_dict(state_dict, strict=True)
+
+    def close(self) -> None:
+        self._batcher.close()
+        self._next_token_batcher.close()
+
+    def _generate_batch(self, params: SamplingParams, requests: Sequence[tuple[list[int], int]]) -> list:
+        prompts = [prompt for prompt, n in requests for _ in range(n)]
+        input_ids, attention_mask = _pad(prompts, self._pad_id, left=True, device=self.model.device)
+        with self._lock, _eval_mode(self.model), _no_checkpoint_defaults(self.model), torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=self._generation_config(params)
+            )
+            new_tokens = out.sequences[:, input_ids.shape[1] :]
+            logprobs = torch.stack(
+                [_chosen_logprobs(logits, new_tokens[:, step]) for step, logits in enumerate(out.logits)], dim=1
+            )
+        completions = [self._completion(p, t, lp) for p, t, lp in zip(prompts, new_tokens.tolist(), logprobs.tolist())]
+        self.tokens_generated += sum(len(c.token_ids) for c in completions)
+        rows = iter(completions)
+        return [[next(rows) for _ in range(n)] for _, n in requests]
+
+    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+        if params.temperature > 0:
+            sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            sampling = dict(do_sample=False)
+        return GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self._eos_ids,
+            pad_token_id=self._pad_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+            **sampling,
+        )
+
+    def _completion(self, prompt: list[int], tokens: list[int], logprobs: list[float]) -> Completion:
+        """Cut a generated row after its first end-of-sequence token (kept, as vLLM does)."""
+        stop = next((i for i, token in enumerate(tokens) if token in self._eos_ids), None)
+        end = len(tokens) if stop is None else stop + 1
+        return Completion(
+            text=self._tokenizer.decode(tokens[:end], skip_special_tokens=True),
+            prompt_ids=list(prompt),
+            token_ids=tokens[:end],
+            logprobs=logprobs[:end],
+            finish_reason="length" if stop is None else "stop",
+        )
+
+    def _score_batch(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]) -> list:
+        """Log-probs of the completion tokens: one decoder pass, then the output
+        head over only the positions that predict them, a block of rows at a time."""
+        input_ids, attention_mask = _pad(
+            [[*p, *c] for p, c in zip(prompts, completions)], self._pad_id, left=False, device=self.model.device
+        )
+        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = [row for row, c in enumerate(completions) for _ in c]
+        cols = [len(p) - 1 + i for p, c in zip(prompts, completions) for i in range(len(c))]
+        hidden, targets = hidden[rows, cols], input_ids[rows, [col + 1 for col in cols]]
+        blocks = [
+            _chosen_logprobs(output_logits(self.model, hidden[i : i + SCORE_CHUNK_ROWS]), targets[i : i + SCORE_CHUNK_ROWS])
+            for i in range(0, len(rows), SCORE_CHUNK_ROWS)
+        ]
+        logprobs = torch.cat([torch.empty(0, device=hidden.device), *blocks])
+        return [chunk.tolist() for chunk in logprobs.split([len(c) for c in completions])]
+
+    def _next_token_batch(self, candidates: tuple[int, ...], prompts: Sequence[list[int]]) -> list[list[float]]:
+        """log-softmax of the next-token logits after each prompt, at the candidate ids."""
+        input_ids, attention_mask = _pad(prompts, self._pad_id, left=False, device=self.model.device)
+        with self._lock, _eval_mode(self.model), torch.inference_mode():
+            hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            last = hidden[torch.arange(len(prompts)), attention_mask.sum(-1) - 1]
+            logprobs = output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)]
+        return logprobs.tolist()
+
+
+def _chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[token] in float32, without keeping a vocabulary-sized log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded id tensor and its attention mask."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids.to(device), mask.to(device)
+
+
+@contextmanager
+def _eval_mode(model):
+    """Eval mode for the duration, then the model's previous training mode."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+@contextmanager
+def _no_checkpoint_defaults(model):
+    """Hide the checkpoint's generation defaults (top-k, repetition penalty, ...),
+    so that sampling is exactly what `SamplingParams` says."""
+    defaults = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = defaults

@@ -1,0 +1,84 @@
+"""Turn a `Rollout` into one TensorDict batch: a row per trainable turn."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import mean
+
+import torch
+from tensordict import TensorDict
+
+from agents.policy import Completion
+from algorithms.base import (ATTENTION_MASK, BRANCH_KEY, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, REWARD_KEY,
+                             ROLE_KEY, SAMPLER_LOG_PROBS, TOKENS)
+from algorithms.collector import Rollout
+
+
+@dataclass
+class Row:
+    role: str
+    group: int
+    branch: bool
+    reward: float
+    completion: Completion
+
+
+def rollout_rows(rollout: Rollout) -> list[Row]:
+    """One row per sampled turn of a trained player.
+
+    A turn taken before the branch point is shared by the group's G episodes;
+    its reward is the mean of the player's returns over them (for the LSP
+    challenger: -V(q) + V_Q(q)). Later turns get their own episode's return.
+    """
+    rows = []
+    for group, episodes in sorted(rollout.groups().items()):
+        seen = set()
+        for episode in episodes:
+            for turn in episode.turns:
+                if turn.completion is None or id(turn) in seen:
+                    continue
+                seen.add(id(turn))
+                if turn.branch:
+                    reward = episode.returns[turn.role]
+                else:
+                    reward = mean(e.returns[turn.role] for e in episodes)
+                rows.append(Row(turn.role, group, turn.branch, reward, turn.completion))
+    return rows
+
+
+def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDict:
+    """Right-padded token batch with the masks and keys `SelfPlayLoss` reads."""
+    if not rows:
+        raise ValueError("the rollout produced no trainable turns (every episode ended before a player moved)")
+    width = max(len(r.completion.prompt_ids) + len(r.completion.token_ids) for r in rows)
+    size = (len(rows), width)
+    tokens = torch.full(size, pad_token_id, dtype=torch.long)
+    attention = torch.zeros(size, dtype=torch.bool)
+    response = torch.zeros(size, dtype=torch.bool)
+    sampler = torch.zeros(size)
+    for i, row in enumerate(rows):
+        prompt, completion = row.completion.prompt_ids, row.completion.token_ids
+        end = len(prompt) + len(completion)
+        tokens[i, :end] = torch.tensor(prompt + completion)
+        attention[i, :end] = True
+        response[i, len(prompt):end] = True
+        sampler[i, len(prompt):end] = torch.tensor(row.completion.logprobs)
+    return TensorDict({
+        TOKENS: tokens,
+        ATTENTION_MASK: attention,
+        RESPONSE_MASK: response,
+        SAMPLER_LOG_PROBS: sampler,
+        REF_LOG_PROBS: torch.zeros(size),
+        ROLE_KEY: torch.tensor([roles.index(r.role) for r in rows]),
+        GROUP_KEY: torch.tensor([r.group for r in rows]),
+        BRANCH_KEY: torch.tensor([r.branch for r in rows]),
+        REWARD_KEY: torch.tensor([r.reward for r in rows], dtype=torch.float32),
+    }, batch_size=[len(rows)])
+
+
+def fill_reference_log_probs(batch: TensorDict, rows: list[Row], reference) -> None:
+    """Score each row's completion with the reference policy (`Policy.score`)."""
+    scores = reference.score([r.completion.prompt_ids for r in rows], [r.completion.token_ids for r in rows])
+    ref = batch.get(REF_LOG_PROBS)
+    for i, (row, values) in enumerate(zip(rows, scores)):
+        start = len(row.completion.prompt_ids)
+        ref[i, start:start + len(values)] = torch.tensor(values)

@@ -1,0 +1,37 @@
+"""GRPO: the data-driven baseline. Queries come from a prompt file instead of
+the challenger, and only the solver is trained.
+
+    A_ij = (R_ij - mean_j R_ij) / (std_j R_ij + eps)
+
+The paper trains it with lr 1e-6 (LSP uses 3e-6).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, AlgorithmConfig, SelfPlayLoss, group_mean
+
+
+@dataclass
+class GRPOConfig(AlgorithmConfig):
+    challenger_weight: float = 0.0  # the prompts are data, not a trained player
+    normalize_advantages: bool = True
+
+
+class GRPO(SelfPlayLoss):
+    """Group Relative Policy Optimisation on prompts from a JSONL file."""
+
+    Config = GRPOConfig
+    needs_prompts = True
+
+    def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
+        reward = batch.get(REWARD_KEY).float()
+        solver = batch.get(BRANCH_KEY).bool()
+        groups = torch.where(solver, batch.get(GROUP_KEY), torch.full_like(batch.get(GROUP_KEY), -1))
+        advantage = self._normalize(reward - group_mean(reward, groups), reward, groups)
+        advantage = torch.where(solver, advantage, torch.zeros_like(advantage))
+        weight = solver.float() * len(reward) / solver.sum().clamp_min(1)
+        return self._set_advantages(batch, advantage, weight)

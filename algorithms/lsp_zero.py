@@ -1,0 +1,31 @@
+"""LSP-Zero: the zero-sum challenger/solver game of the paper.
+
+Solver rows (the G answers to one query, `branch=True`):
+    A_ij = R(q_i, a_ij) - V(q_i),   V(q_i) = mean_j R(q_i, a_ij)
+Challenger rows (one per query):
+    reward r_i = mean over its G episodes of the challenger's reward (= -V(q_i))
+    A_i = r_i - mean_k r_k          (= V_bar - V(q_i))
+Loss = L_solver + alpha_ch * L_challenger, each a mean over its own rows.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+
+
+class LSPZero(SelfPlayLoss):
+    """Language Self-Play without self-reward (LSP-Zero)."""
+
+    def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
+        reward = batch.get(REWARD_KEY).float()
+        solver = batch.get(BRANCH_KEY).bool()
+        groups = torch.where(solver, batch.get(GROUP_KEY), torch.full_like(batch.get(GROUP_KEY), -1))
+        # Solver rows compare within their query's group; challenger rows with each other (group -1).
+        centred = reward - group_mean(reward, groups)
+        advantage = self._normalize(centred, reward, groups)
+        rows = float(len(reward))
+        solver_rows, challenger_rows = solver.sum().clamp_min(1), (~solver).sum().clamp_min(1)
+        weight = torch.where(solver, rows / solver_rows, self.config.challenger_weight * rows / challenger_rows)
+        return self._set_advantages(batch, advantage, weight)

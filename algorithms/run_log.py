@@ -1,0 +1,94 @@
+"""What a training run writes: metrics (JSONL + TensorBoard), readable
+transcripts, and a PNG of the main curves."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from algorithms.collector import Rollout
+
+PLOTTED = [
+    ("reward/solver", "reward/challenger"),
+    ("judge/reward", "judge/quality"),
+    ("loss/kl",),
+    ("length/solver", "length/challenger"),
+]
+
+
+class RunLog:
+    """Appends per-iteration metrics to `metrics.jsonl` and TensorBoard."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.transcripts_path = self.run_dir / "transcripts.md"
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, iteration: int, metrics: dict) -> None:
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(name, value, iteration)
+        self.writer.flush()
+
+    def transcripts(self, iteration: int, rollout: Rollout, groups: int = 2) -> None:
+        """Append the first `groups` groups of an iteration as Markdown."""
+        lines = [f"\n## Iteration {iteration}\n"]
+        for group, episodes in list(rollout.groups().items())[:groups]:
+            lines.append(f"### Group {group}\n")
+            shared = [t for t in episodes[0].turns if not t.branch]
+            for turn in shared:
+                lines.append(f"**{turn.role}:**\n\n{_quote(turn.text)}\n")
+            for number, episode in enumerate(episodes, 1):
+                for turn in (t for t in episode.turns if t.branch):
+                    lines.append(f"**{turn.role} #{number}:**\n\n{_quote(turn.text)}\n")
+                returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
+                scores = {k: v for info in episode.infos.values() for k, v in info.items()
+                          if k in ("reward", "quality", "invalid_move") and v is not None}
+                details = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in scores.items())
+                lines.append(f"returns: {returns}" + (f" ({details})" if details else "") + "\n")
+        with self.transcripts_path.open("a") as handle:
+            handle.write("\n".join(lines))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> (empty)"
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    """Plot the main curves of `metrics.jsonl` to `curves.png`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    if not records:
+        return None
+    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.4))
+    for axis, names in zip(axes, PLOTTED):
+        for name in names:
+            points = [(r["iteration"], r[name]) for r in records if r.get(name) is not None]
+            if points:
+                axis.plot(*zip(*points), marker=".", label=name)
+        axis.set_xlabel("iteration")
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(run_dir) / "curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

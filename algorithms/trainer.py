@@ -1,0 +1,260 @@
+"""The self-play training loop behind `lsp train`.
+
+Each iteration: collect -> reference log-probs -> advantages -> loss ->
+one optimizer step (AdamW, gradient clipping) -> push the new weights to the
+engine -> log -> checkpoint.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from statistics import mean, pstdev
+
+import torch
+import yaml
+
+import lsp_env
+from agents import LLMAgent, SamplingParams
+from agents.agent import PromptAgent
+from agents.engines import make_policy
+from agents.hf import HFPolicy
+from agents.judges import build_judge
+from agents.models import load_model
+from algorithms import checkpoint, registration
+from algorithms.base import GROUP_KEY, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS
+from algorithms.batch import fill_reference_log_probs, make_batch, rollout_rows
+from algorithms.collector import Collector, Rollout
+from algorithms.config import SAMPLE_PROMPTS, TrainConfig
+from algorithms.run_log import RunLog, plot_curves
+
+
+class Trainer:
+    """Builds every part of a run from a `TrainConfig` and trains it."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, judges: dict | None = None):
+        """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config."""
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_iteration = 0
+        torch.manual_seed(config.seed)
+        dtype = getattr(torch, config.dtype)
+        self.model, self.tokenizer = load_model(config.model, dtype=dtype, device=config.device)
+        reference_model, _ = load_model(config.model, dtype=dtype, device=config.device)
+        self.reference = HFPolicy(reference_model.requires_grad_(False).eval(), self.tokenizer)
+        self.policy = make_policy(config.engine, self.model, self.tokenizer)
+        self.algorithm_class = registration.resolve(config.algorithm)
+        self.loss = self.algorithm_class(self.model, **self._algorithm_settings())
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.judges = self._judges() if judges is None else judges
+        self.roles = list(self._make_env().possible_agents)
+        self.collector = Collector(self._make_env, self._players(), config.group_size)
+
+    # --- construction -----------------------------------------------------------
+    def _algorithm_settings(self) -> dict:
+        settings = {"beta": self.config.beta, "challenger_weight": self.config.challenger_weight}
+        return {**settings, **self.config.algorithm_args}
+
+    def _judges(self) -> dict:
+        config = self.config
+        judges = {"judge": build_judge(config.judge, self.reference, config.judge_max_new_tokens, config.judge_mode)}
+        if self.algorithm_class.self_reward:
+            judges["quality_judge"] = build_judge(config.quality_judge, self.reference, config.judge_max_new_tokens,
+                                                  config.judge_mode)
+        return judges
+
+    def _make_env(self):
+        return make_game(self.config.game, self.judges, self.config.game_args)
+
+    def _players(self) -> dict:
+        params = SamplingParams(self.config.max_new_tokens, self.config.temperature, self.config.top_p)
+        env = self._make_env()
+        players = {}
+        for role in env.possible_agents:
+            if self.algorithm_class.needs_prompts and role != env.branch_agent:
+                players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
+            else:
+                players[role] = LLMAgent(self.policy, params=params)
+        return players
+
+    # --- resume -----------------------------------------------------------------
+    @classmethod
+    def resume(cls, run_dir: Path, judges: dict | None = None, **overrides) -> "Trainer":
+        """Continue the run in `run_dir` from its latest checkpoint (`overrides` change its config)."""
+        path = checkpoint.latest_checkpoint(run_dir)
+        state = checkpoint.load_trainer_state(path)
+        config = TrainConfig.from_yaml(path / "config.yaml", **overrides)
+        trainer = cls(config, run_dir, judges)
+        weights, _ = load_model(str(path / "model"), dtype=getattr(torch, config.dtype), device=config.device)
+        trainer.model.load_state_dict(weights.state_dict())
+        trainer.policy.load_state_dict(trainer.model.state_dict())
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        trainer.start_iteration = state["iteration"]
+        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
+        return trainer
+
+    # --- the loop ---------------------------------------------------------------
+    def train(self, progress: bool = True) -> Path:
+        """Run until `config.iterations`; returns the run folder."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.config.to_yaml(self.run_dir / "config.yaml")
+        log = RunLog(self.run_dir)
+        columns = [TextColumn("[bold]iteration {task.completed}/{task.total}"), BarColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+        try:
+            with Progress(*columns, disable=not progress) as bar:
+                task = bar.add_task("train", total=self.config.iterations, completed=self.start_iteration, status="")
+                for iteration in range(self.start_iteration + 1, self.config.iterations + 1):
+                    metrics, rollout = self.iteration(iteration)
+                    log.log(iteration, metrics)
+                    if iteration % self.config.transcript_every == 0:
+                        log.transcripts(iteration, rollout)
+                    if iteration % self.config.save_every == 0 or iteration == self.config.iterations:
+                        self.save(iteration)
+                    status = "  ".join(f"{k.split('/')[1]} {metrics[k]:+.3f}" for k in metrics if k.startswith("reward/"))
+                    bar.update(task, completed=iteration, status=status)
+        finally:
+            log.close()
+        plot_curves(self.run_dir)
+        return self.run_dir
+
+    def iteration(self, iteration: int) -> tuple[dict, Rollout]:
+        """One collect/update/sync step; returns its metrics and rollout."""
+        config, start = self.config, time.perf_counter()
+        torch.manual_seed(config.seed * 1_000_003 + iteration)
+        failures_before = {name: getattr(j, "failures", 0) for name, j in self.judges.items() if j}
+        rollout = self.collector.collect(config.num_queries, seed=config.seed * 1_000_003 + iteration * config.num_queries)
+        rows = rollout_rows(rollout)
+        batch = make_batch(rows, self.roles, self._pad_id())
+
+        tick = time.perf_counter()
+        fill_reference_log_probs(batch, rows, self.reference)
+        reference_time = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        self.loss.compute_advantages(batch)
+        losses = self._optimizer_step(batch)
+        train_time = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        self.policy.load_state_dict(self.model.state_dict())
+        sync_time = time.perf_counter() - tick
+
+        metrics = self._metrics(rollout, batch, losses)
+        for name, judge in self.judges.items():
+            if judge is not None and hasattr(judge, "failures"):
+                metrics[f"{name}/parse_failures"] = judge.failures - failures_before[name]
+        generated = int(batch.get(RESPONSE_MASK).sum())
+        metrics.update({
+            "time/generate": rollout.timings.get("generate", 0.0),
+            "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
+            "time/reference": reference_time, "time/train": train_time, "time/sync": sync_time,
+            "time/iteration": time.perf_counter() - start,
+            "throughput/generated_tokens_per_s": generated / max(rollout.timings.get("generate", 0.0), 1e-9),
+        })
+        return metrics, rollout
+
+    def _optimizer_step(self, batch) -> dict:
+        """Gradient accumulation over micro-batches of `batch_size` groups, then one step."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        groups = batch.get(GROUP_KEY).unique()
+        totals = {"objective": 0.0, "kl": 0.0, "kl_penalty": 0.0, "sampler_gap": 0.0}
+        for chunk in groups.split(self.config.batch_size):
+            rows = torch.isin(batch.get(GROUP_KEY), chunk)
+            share = float(rows.sum()) / len(batch)
+            output = self.loss(batch[rows])
+            objective = output.loss_objective
+            penalty = getattr(output, "loss_kl_to_ref", None)
+            total = objective + (penalty if penalty is not None else 0.0)
+            (total * share).backward()
+            totals["objective"] += float(objective.detach()) * share
+            totals["kl_penalty"] += float(penalty.detach()) * share if penalty is not None else 0.0
+            kl = getattr(output, "kl_to_ref", None)
+            totals["kl"] += float(kl) * share if kl is not None else 0.0
+            totals["sampler_gap"] += float(output.kl_approx) * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.model.eval()
+        return {f"loss/{k}": v for k, v in totals.items()} | {"loss/grad_norm": float(grad_norm)}
+
+    def _metrics(self, rollout: Rollout, batch, losses: dict) -> dict:
+        metrics = dict(losses)
+        mask = batch.get(RESPONSE_MASK)
+        lengths = mask.sum(-1).float()
+        token_logprobs = (batch.get(SAMPLER_LOG_PROBS) * mask).sum(-1)
+        for index, role in enumerate(self.roles):
+            rows = batch.get(ROLE_KEY) == index
+            if rows.any():
+                metrics[f"reward/{role}"] = float(batch.get("reward")[rows].mean())
+                metrics[f"length/{role}"] = float(lengths[rows].mean())
+                metrics[f"entropy/{role}"] = float(-token_logprobs[rows].sum() / lengths[rows].sum())
+        for key in ("reward", "quality"):
+            values = [v for e in rollout.episodes if (v := _breakdown(e, key)) is not None]
+            if values:
+                metrics[f"judge/{key}"] = mean(values)
+        metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
+                                                for e in rollout.episodes)
+        values = [mean(rewards) for episodes in rollout.groups().values()
+                  if (rewards := [v for e in episodes if (v := _breakdown(e, "reward")) is not None])]
+        if values:
+            metrics["value/mean"], metrics["value/std_across_queries"] = mean(values), pstdev(values)
+        return metrics
+
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+    def save(self, iteration: int) -> Path:
+        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.tokenizer, self.optimizer,
+                                          yaml.safe_dump(asdict(self.config), sort_keys=False))
+
+    def close(self) -> None:
+        for judge in self.judges.values():
+            if judge is not None and hasattr(judge, "close"):
+                judge.close()
+        self.policy.close()
+        self.reference.close()
+
+
+def _breakdown(episode, key: str) -> float | None:
+    """A numeric reward component (e.g. the judge's R) from an episode's final infos."""
+    return next((info[key] for info in episode.infos.values() if isinstance(info.get(key), (int, float))), None)
+
+
+def make_game(game: str, judges: dict, game_args: dict):
+    """`lsp_env.make(game)` with those judges the game's constructor accepts."""
+    spec = lsp_env.registry[game] if game in lsp_env.registry else None
+    accepted = _accepted_kwargs(spec.entry_point) if spec else None
+    judges = {k: v for k, v in judges.items() if v is not None and (accepted is None or k in accepted)}
+    return lsp_env.make(game, **judges, **game_args)
+
+
+def _accepted_kwargs(entry_point) -> set[str] | None:
+    """Constructor parameter names of a game class (None if it takes **kwargs)."""
+    target = entry_point
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = getattr(__import__(module, fromlist=[name]), name)
+    parameters = inspect.signature(target).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def _new_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.output) / f"{config.algorithm}-{stamp}"
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from."""
+    if path.exists():
+        import json
+
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+        path.write_text("".join(line + "\n" for line in keep))

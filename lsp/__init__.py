@@ -1,0 +1,1 @@
+"""The `lsp` command line: train, play and list games and algorithms."""

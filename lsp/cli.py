@@ -1,0 +1,126 @@
+"""`lsp`: train language models by self-play, watch games, list what is registered.
+
+Every subcommand's settings come from a dataclass, so the same names work as
+flags and as YAML keys (`--config FILE`); see `lsp SUBCOMMAND --help`.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+from rich.console import Console
+from rich.table import Table
+
+from algorithms.config import TrainConfig
+from lsp.play import PlayConfig
+
+
+def build_parser() -> ArgumentParser:
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog="lsp", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subcommands(dest="command")
+
+    train = ArgumentParser(description="Train with self-play (paper's Algorithm 1). Writes metrics, "
+                                       "TensorBoard logs, transcripts, checkpoints and a plot to a run folder.")
+    train.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
+    train.add_class_arguments(TrainConfig, as_group=False)
+    train.add_argument("--resume", type=str | None, default=None,
+                       help="continue the run in this folder from its latest checkpoint "
+                            "(only flags given explicitly, e.g. --iterations, override its config)")
+    commands.add_subcommand("train", train, help="train a model by self-play")
+
+    play = ArgumentParser(description=PlayConfig.__doc__)
+    play.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
+    play.add_class_arguments(PlayConfig, as_group=False)
+    commands.add_subcommand("play", play, help="watch one episode played by a model against itself")
+
+    commands.add_subcommand("games", ArgumentParser(description="List the registered games."),
+                            help="list the registered games")
+    commands.add_subcommand("algos", ArgumentParser(description="List the registered algorithms."),
+                            help="list the registered algorithms")
+    return parser
+
+
+class SetupError(Exception):
+    """A run could not start: bad settings, a missing model, an unreadable checkpoint."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command, options = args.command, args[args.command]
+    console = Console()
+    try:
+        if command == "games":
+            _list_games(console)
+        elif command == "algos":
+            _list_algorithms(console)
+        elif command == "play":
+            from lsp.play import play
+
+            _setup(lambda: play(_dataclass(PlayConfig, options), console))
+        elif command == "train":
+            _train(options, argv, console)
+    except SetupError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
+        return 2
+    return 0
+
+
+def _setup(build):
+    """Run `build`, turning the errors a user can fix into `SetupError`."""
+    from agents.models import ModelNotFoundError
+    from algorithms.checkpoint import CheckpointError
+
+    try:
+        return build()
+    except (ValueError, TypeError, KeyError, ModelNotFoundError, CheckpointError) as error:
+        raise SetupError(str(error)) from error
+
+
+def _dataclass(cls, options):
+    return cls(**{f.name: options[f.name] for f in fields(cls)})
+
+
+def _train(options, argv: list[str], console: Console) -> None:
+    from algorithms.trainer import Trainer
+
+    if options.resume:
+        given = {f.name for f in fields(TrainConfig)
+                 if any(a == f"--{f.name}" or a.startswith(f"--{f.name}=") for a in argv)}
+        trainer = _setup(lambda: Trainer.resume(options.resume, **{name: options[name] for name in given}))
+        console.print(f"resuming {trainer.run_dir} after iteration {trainer.start_iteration}")
+    else:
+        trainer = _setup(lambda: Trainer(_dataclass(TrainConfig, options)))
+    console.print(f"run folder: [bold]{trainer.run_dir}[/]  (engine {trainer.config.engine}, "
+                  f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
+    try:
+        run_dir = trainer.train()
+    finally:
+        trainer.close()
+    console.print(f"done. metrics: {run_dir / 'metrics.jsonl'}  plot: {run_dir / 'curves.png'}  "
+                  f"transcripts: {run_dir / 'transcripts.md'}  checkpoints: {run_dir / 'checkpoints'}")
+
+
+def _list_games(console: Console) -> None:
+    import lsp_env
+
+    table = Table("game", "description")
+    for game_id, description in lsp_env.games_table():
+        table.add_row(game_id, description)
+    console.print(table)
+
+
+def _list_algorithms(console: Console) -> None:
+    import algorithms
+
+    table = Table("algorithm", "description")
+    for name, description in algorithms.available():
+        table.add_row(name, description)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""`lsp play`: one episode of a game, played by a model against itself."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.panel import Panel
+
+from agents import LLMAgent, SamplingParams
+from agents.hf import HFPolicy
+from agents.judges import build_judge
+from algorithms.collector import Collector, Rollout
+from algorithms.trainer import make_game
+
+
+@dataclass
+class PlayConfig:
+    """Watch one episode: the challenger writes a query, the solver answers it
+    `answers` times (the episode is forked at the solver's turn), the judges score."""
+
+    game: str = "LanguageSelfPlay-v0"
+    model: str = "smollm2-135m-instruct"
+    """Alias, Hugging Face id or local folder."""
+    seed: int = 0
+    answers: int = 2
+    """Solver answers to the one query (G)."""
+    judge: str = "helpfulness"
+    """helpfulness, rubric, reward-model:PATH."""
+    quality_judge: str = "rubric"
+    """Self-reward R_Q; "none" to turn it off."""
+    judge_mode: str = "expected"
+    """Self-judges: "expected" (expected score digit) or "generate" (write, then parse "Score: N")."""
+    max_new_tokens: int = 96
+    temperature: float = 0.8
+
+
+def play(config: PlayConfig, console: Console | None = None) -> Rollout:
+    """Play and print one episode group; returns the rollout."""
+    import torch
+
+    console = console or Console()
+    torch.manual_seed(config.seed)
+    with console.status(f"loading {config.model} ..."):
+        policy = HFPolicy.from_pretrained(config.model)
+    judges = {"judge": build_judge(config.judge, policy, mode=config.judge_mode),
+              "quality_judge": build_judge(config.quality_judge, policy, mode=config.judge_mode)}
+    env = make_game(config.game, judges, {})
+    agent = LLMAgent(policy, params=SamplingParams(config.max_new_tokens, config.temperature))
+    collector = Collector(lambda: make_game(config.game, judges, {}), {r: agent for r in env.possible_agents},
+                          group_size=config.answers)
+    with console.status("playing ..."):
+        rollout = collector.collect(num_groups=1, seed=config.seed)
+    print_rollout(rollout, console, title=f"{config.game} · {config.model} · seed {config.seed}")
+    policy.close()
+    return rollout
+
+
+def print_rollout(rollout: Rollout, console: Console, title: str = "") -> None:
+    """A readable transcript: prompts, moves, scores and reward breakdowns."""
+    console.rule(title)
+    for episodes in rollout.groups().values():
+        for turn in (t for t in episodes[0].turns if not t.branch):
+            console.print(Panel(turn.observation, title=f"prompt seen by the {turn.role}", style="dim"))
+            console.print(Panel(turn.text or "(empty)", title=f"{turn.role} move"))
+        for number, episode in enumerate(episodes, 1):
+            for turn in (t for t in episode.turns if t.branch):
+                if number == 1:
+                    console.print(Panel(turn.observation, title=f"prompt seen by the {turn.role}", style="dim"))
+                console.print(Panel(turn.text or "(empty)", title=f"{turn.role} move #{number}"))
+            returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
+            console.print(f"[bold]returns[/]: {returns}")
+            breakdown = {}
+            for info in episode.infos.values():
+                breakdown.update({k: v for k, v in info.items() if k not in ("query", "answer")})
+            for key, value in breakdown.items():
+                console.print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
