@@ -13,6 +13,9 @@ from algorithms.base import (ATTENTION_MASK, BRANCH_KEY, GROUP_KEY, REF_LOG_PROB
 from algorithms.collector import Rollout
 
 
+BREAKDOWN = ("reward", "quality")  # numeric reward components games report in their infos
+
+
 @dataclass
 class Row:
     role: str
@@ -20,6 +23,7 @@ class Row:
     branch: bool
     reward: float
     completion: Completion
+    breakdown: dict[str, float]
 
 
 def rollout_rows(rollout: Rollout) -> list[Row]:
@@ -37,12 +41,24 @@ def rollout_rows(rollout: Rollout) -> list[Row]:
                 if turn.completion is None or id(turn) in seen:
                     continue
                 seen.add(id(turn))
-                if turn.branch:
-                    reward = episode.returns[turn.role]
-                else:
-                    reward = mean(e.returns[turn.role] for e in episodes)
-                rows.append(Row(turn.role, group, turn.branch, reward, turn.completion))
+                sharing = [episode] if turn.branch else episodes
+                reward = mean(e.returns[turn.role] for e in sharing)
+                rows.append(Row(turn.role, group, turn.branch, reward, turn.completion, _breakdown(sharing)))
     return rows
+
+
+def episode_breakdown(episode, key: str) -> float | None:
+    """A numeric reward component (e.g. the judge's R) from an episode's final infos."""
+    return next((info[key] for info in episode.infos.values() if isinstance(info.get(key), (int, float))), None)
+
+
+def _breakdown(episodes) -> dict[str, float]:
+    """Mean of each reward component over the episodes (NaN where the game reports none)."""
+    values = {}
+    for key in BREAKDOWN:
+        found = [v for e in episodes if (v := episode_breakdown(e, key)) is not None]
+        values[key] = mean(found) if found else float("nan")
+    return values
 
 
 def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDict:
@@ -72,6 +88,7 @@ def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDi
         GROUP_KEY: torch.tensor([r.group for r in rows]),
         BRANCH_KEY: torch.tensor([r.branch for r in rows]),
         REWARD_KEY: torch.tensor([r.reward for r in rows], dtype=torch.float32),
+        **{("breakdown", key): torch.tensor([r.breakdown[key] for r in rows]) for key in BREAKDOWN},
     }, batch_size=[len(rows)])
 
 

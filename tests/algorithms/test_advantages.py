@@ -120,3 +120,15 @@ def test_grpo_normalises_within_groups_and_trains_solver_only():
     first = advantage[solver][:3]
     centred = torch.tensor([0.5, -0.5, 0.0])
     torch.testing.assert_close(first, centred / (centred.pow(2).mean().sqrt() + 1e-6))
+
+
+def test_batch_carries_the_reward_breakdown():
+    episodes = rollout(self_reward=True).episodes
+    for index, episode in enumerate(episodes):
+        i, j = divmod(index, 3)
+        episode.infos = {"solver": {"reward": JUDGE[i][j], "quality": QUALITY[i][j]}}
+    rows = rollout_rows(Rollout(episodes, {}))
+    batch = make_batch(rows, ["challenger", "solver"], 0)
+    judge, quality = batch.get(("breakdown", "reward")), batch.get(("breakdown", "quality"))
+    assert judge[0] == pytest.approx(0.5) and quality[0] == pytest.approx(0.4)  # challenger: V(q), V_Q(q)
+    assert judge[1:4].tolist() == pytest.approx(JUDGE[0]) and quality[5:8].tolist() == pytest.approx(QUALITY[1])
