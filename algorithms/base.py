@@ -89,6 +89,13 @@ class SelfPlayLoss(GRPOLoss):
         """Write `advantage` ([rows, tokens, 1]) and `row_weight` ([rows]) into the batch."""
         raise NotImplementedError
 
+    def algorithm_state(self) -> dict:
+        """State beyond the weights that checkpoints keep (e.g. running baselines); none by default."""
+        return {}
+
+    def load_algorithm_state(self, state: dict) -> None:
+        """Restore what `algorithm_state` returned."""
+
     # --- helpers for subclasses -------------------------------------------------
     def _set_advantages(self, batch: TensorDictBase, advantage: torch.Tensor, weight: torch.Tensor) -> TensorDictBase:
         tokens = batch.get(TOKENS)

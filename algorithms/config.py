@@ -24,8 +24,18 @@ class TrainConfig:
     # Model and engine
     model: str = "smollm2-135m-instruct"
     """Alias, Hugging Face id or local folder."""
-    engine: str = "hf"
-    """Policy engine serving the shared challenger/solver policy."""
+    engine: str = "auto"
+    """Policy engine serving the shared challenger/solver policy: hf, vllm (in-process), openai (a server at
+    server_url), or auto (vllm when installed and it starts, else hf)."""
+    server_url: str | None = None
+    """openai engine: the server's base URL, e.g. http://127.0.0.1:8000 from `lsp serve` (API key: $OPENAI_API_KEY)."""
+    server_timeout_s: float = 120.0
+    """openai engine: timeout of each request (retried at most twice)."""
+    sync_tolerance: float | None = None
+    """Largest |engine - trainer| token log-prob allowed on the probe batch after a weight sync
+    (default 0.05 in float32, 0.25 in bfloat16)."""
+    sync_timeout_s: float = 300.0
+    """A weight sync (push and verification) that takes longer stops the run."""
     dtype: str = "float32"
     """float32 or bfloat16."""
     device: str = "cpu"

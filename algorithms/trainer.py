@@ -2,7 +2,7 @@
 
 Each iteration: collect -> reference log-probs -> advantages -> loss ->
 one optimizer step (AdamW, gradient clipping) -> push the new weights to the
-engine -> log -> checkpoint.
+engine and verify them (`agents.sync`) -> log -> checkpoint.
 """
 from __future__ import annotations
 
@@ -22,35 +22,50 @@ from agents.agent import PromptAgent
 from agents.engines import make_policy
 from agents.hf import HFPolicy
 from agents.judges import build_judge
-from agents.models import load_model
+from agents.models import load_model, resolve_model
+from agents.policy import Policy
+from agents.sync import WeightSync
 from algorithms import checkpoint, registration
 from algorithms.base import GROUP_KEY, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS
-from algorithms.batch import fill_reference_log_probs, make_batch, rollout_rows
+from algorithms.batch import episode_breakdown, fill_reference_log_probs, make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
 from algorithms.run_log import RunLog, plot_curves
+from lsp_env.guards import trigger_counts
+from lsp_env.outcomes import outcome_rates
 
 
 class Trainer:
     """Builds every part of a run from a `TrainConfig` and trains it."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None, judges: dict | None = None):
-        """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config."""
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, judges: dict | None = None,
+                 policy: Policy | None = None):
+        """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config;
+        `policy` replaces the engine named in the config (it must serve `config.model`)."""
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_iteration = 0
         torch.manual_seed(config.seed)
         dtype = getattr(torch, config.dtype)
-        self.model, self.tokenizer = load_model(config.model, dtype=dtype, device=config.device)
-        reference_model, _ = load_model(config.model, dtype=dtype, device=config.device)
+        model_path = resolve_model(config.model)
+        self.model, self.tokenizer = load_model(model_path, dtype=dtype, device=config.device)
+        reference_model, _ = load_model(model_path, dtype=dtype, device=config.device)
         self.reference = HFPolicy(reference_model.requires_grad_(False).eval(), self.tokenizer)
-        self.policy = make_policy(config.engine, self.model, self.tokenizer)
+        self.policy = policy if policy is not None else make_policy(
+            config.engine, self.model, self.tokenizer, model_path=model_path, dtype=config.dtype,
+            device=config.device, seed=config.seed, server_url=config.server_url,
+            server_timeout_s=config.server_timeout_s)
+        self.weight_sync = WeightSync(self.policy, self.model, self.tokenizer, config.sync_tolerance,
+                                      config.sync_timeout_s)
+        self.weight_sync(push=False)  # the engine must start from the trainer's weights
         self.algorithm_class = registration.resolve(config.algorithm)
         self.loss = self.algorithm_class(self.model, **self._algorithm_settings())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.judges = self._judges() if judges is None else judges
-        self.roles = list(self._make_env().possible_agents)
+        env = self._make_env()
+        self.roles = list(env.possible_agents)
+        self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
         self.collector = Collector(self._make_env, self._players(), config.group_size)
 
     # --- construction -----------------------------------------------------------
@@ -90,10 +105,11 @@ class Trainer:
         trainer = cls(config, run_dir, judges)
         weights, _ = load_model(str(path / "model"), dtype=getattr(torch, config.dtype), device=config.device)
         trainer.model.load_state_dict(weights.state_dict())
-        trainer.policy.load_state_dict(trainer.model.state_dict())
+        trainer.weight_sync()
         trainer.optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         trainer.start_iteration = state["iteration"]
+        trainer.loss.load_algorithm_state(state["extra"].get("algorithm", {}))
         _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
         return trainer
 
@@ -141,9 +157,7 @@ class Trainer:
         losses = self._optimizer_step(batch)
         train_time = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        self.policy.load_state_dict(self.model.state_dict())
-        sync_time = time.perf_counter() - tick
+        sync = self.weight_sync()
 
         metrics = self._metrics(rollout, batch, losses)
         for name, judge in self.judges.items():
@@ -153,7 +167,8 @@ class Trainer:
         metrics.update({
             "time/generate": rollout.timings.get("generate", 0.0),
             "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
-            "time/reference": reference_time, "time/train": train_time, "time/sync": sync_time,
+            "time/reference": reference_time, "time/train": train_time, "time/sync": sync.total_s,
+            "sync/max_logprob_gap": sync.max_abs_diff,
             "time/iteration": time.perf_counter() - start,
             "throughput/generated_tokens_per_s": generated / max(rollout.timings.get("generate", 0.0), 1e-9),
         })
@@ -195,13 +210,15 @@ class Trainer:
                 metrics[f"length/{role}"] = float(lengths[rows].mean())
                 metrics[f"entropy/{role}"] = float(-token_logprobs[rows].sum() / lengths[rows].sum())
         for key in ("reward", "quality"):
-            values = [v for e in rollout.episodes if (v := _breakdown(e, key)) is not None]
+            values = [v for e in rollout.episodes if (v := episode_breakdown(e, key)) is not None]
             if values:
                 metrics[f"judge/{key}"] = mean(values)
         metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
                                                 for e in rollout.episodes)
+        metrics.update(trigger_counts(rollout.episodes, self.guard_names))
+        metrics.update(outcome_rates(rollout.episodes))
         values = [mean(rewards) for episodes in rollout.groups().values()
-                  if (rewards := [v for e in episodes if (v := _breakdown(e, "reward")) is not None])]
+                  if (rewards := [v for e in episodes if (v := episode_breakdown(e, "reward")) is not None])]
         if values:
             metrics["value/mean"], metrics["value/std_across_queries"] = mean(values), pstdev(values)
         return metrics
@@ -211,7 +228,8 @@ class Trainer:
 
     def save(self, iteration: int) -> Path:
         return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.tokenizer, self.optimizer,
-                                          yaml.safe_dump(asdict(self.config), sort_keys=False))
+                                          yaml.safe_dump(asdict(self.config), sort_keys=False),
+                                          extra={"algorithm": self.loss.algorithm_state()})
 
     def close(self) -> None:
         for judge in self.judges.values():
@@ -219,11 +237,6 @@ class Trainer:
                 judge.close()
         self.policy.close()
         self.reference.close()
-
-
-def _breakdown(episode, key: str) -> float | None:
-    """A numeric reward component (e.g. the judge's R) from an episode's final infos."""
-    return next((info[key] for info in episode.infos.values() if isinstance(info.get(key), (int, float))), None)
 
 
 def make_game(game: str, judges: dict, game_args: dict):

@@ -36,7 +36,8 @@ class Settings:
     max_new_tokens: int = 64
 
 
-def run(settings: Settings) -> str:
+def measure(settings: Settings) -> list[dict]:
+    """The metrics of each measured iteration (after the warm-up)."""
     config = TrainConfig(model=settings.model, algorithm=settings.algorithm, engine=settings.engine,
                          dtype=settings.dtype, num_queries=settings.num_queries, group_size=settings.group_size,
                          batch_size=settings.num_queries // 2, grad_accumulation=2,
@@ -51,6 +52,15 @@ def run(settings: Settings) -> str:
                 records.append(metrics)
     finally:
         trainer.close()
+    return records
+
+
+def run(settings: Settings) -> str:
+    return table(settings, measure(settings))
+
+
+def table(settings: Settings, records: list[dict]) -> str:
+    """A Markdown table of the median time of each phase."""
     total = statistics.median(r["time/iteration"] for r in records)
     lines = [f"{settings.algorithm}, engine {settings.engine}, {settings.dtype}, N={settings.num_queries}, "
              f"G={settings.group_size}, {settings.max_new_tokens} new tokens, median of {len(records)} iterations "

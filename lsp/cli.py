@@ -10,9 +10,11 @@ from dataclasses import fields
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
+from agents.serve import ServeConfig
 from algorithms.config import TrainConfig
+from lsp.evaluate import EvalConfig
 from lsp.play import PlayConfig
 
 
@@ -34,6 +36,16 @@ def build_parser() -> ArgumentParser:
     play.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
     play.add_class_arguments(PlayConfig, as_group=False)
     commands.add_subcommand("play", play, help="watch one episode played by a model against itself")
+
+    evaluate = ArgumentParser(description=EvalConfig.__doc__ + " Writes report.json, summary.md and plots.")
+    evaluate.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
+    evaluate.add_class_arguments(EvalConfig, as_group=False)
+    commands.add_subcommand("eval", evaluate, help="win rate, verifiable accuracy or a checkpoint league")
+
+    serve = ArgumentParser(description=ServeConfig.__doc__ + " Runs until interrupted (Ctrl-C).")
+    serve.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
+    serve.add_class_arguments(ServeConfig, as_group=False)
+    commands.add_subcommand("serve", serve, help="serve a model with vLLM for the openai engine")
 
     commands.add_subcommand("games", ArgumentParser(description="List the registered games."),
                             help="list the registered games")
@@ -61,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             from lsp.play import play
 
             _setup(lambda: play(_dataclass(PlayConfig, options), console))
+        elif command == "eval":
+            from lsp.evaluate import evaluate
+
+            _setup(lambda: evaluate(_dataclass(EvalConfig, options), console))
         elif command == "train":
             _train(options, argv, console)
+        elif command == "serve":
+            _serve(_dataclass(ServeConfig, options), console)
     except SetupError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
         return 2
@@ -71,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _setup(build):
     """Run `build`, turning the errors a user can fix into `SetupError`."""
+    from agents.engines import EngineUnavailableError
     from agents.models import ModelNotFoundError
+    from agents.serve import ServerStartError
+    from agents.sync import WeightSyncError
     from algorithms.checkpoint import CheckpointError
 
     try:
         return build()
-    except (ValueError, TypeError, KeyError, ModelNotFoundError, CheckpointError) as error:
+    except (ValueError, TypeError, KeyError, ModelNotFoundError, CheckpointError, EngineUnavailableError,
+            ServerStartError, WeightSyncError) as error:
         raise SetupError(str(error)) from error
 
 
@@ -94,7 +116,8 @@ def _train(options, argv: list[str], console: Console) -> None:
         console.print(f"resuming {trainer.run_dir} after iteration {trainer.start_iteration}")
     else:
         trainer = _setup(lambda: Trainer(_dataclass(TrainConfig, options)))
-    console.print(f"run folder: [bold]{trainer.run_dir}[/]  (engine {trainer.config.engine}, "
+    engine = trainer.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else "")
+    console.print(f"run folder: [bold]{trainer.run_dir}[/]  (engine {engine}, "
                   f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
     try:
         run_dir = trainer.train()
@@ -104,12 +127,32 @@ def _train(options, argv: list[str], console: Console) -> None:
                   f"transcripts: {run_dir / 'transcripts.md'}  checkpoints: {run_dir / 'checkpoints'}")
 
 
+def _serve(config: ServeConfig, console: Console) -> None:
+    from agents.serve import VLLMServer
+
+    server = VLLMServer(config)
+    with console.status(f"starting vLLM for {config.model} (log: {server.log_path}) ..."):
+        url = _setup(server.start)
+    console.print(f"serving {config.model} at [bold]{url}[/]. Train on it with: "
+                  f"lsp train --engine openai --server_url {url}   (Ctrl-C stops the server)")
+    try:
+        code = server.process.wait()
+    except KeyboardInterrupt:
+        return
+    finally:
+        server.stop()
+    raise SetupError(f"the server exited with code {code}; see its log: {server.log_path}")
+
+
 def _list_games(console: Console) -> None:
     import lsp_env
 
-    table = Table("game", "description")
+    table = Table(Column("game", no_wrap=True), "roles", "reward", "guards", "description")
     for game_id, description in lsp_env.games_table():
-        table.add_row(game_id, description)
+        game = lsp_env.registry[game_id].load()
+        metadata = getattr(game, "metadata", None) or {}
+        guards = ", ".join(getattr(game, "default_guards", ())) or "none"
+        table.add_row(game_id, ", ".join(metadata.get("roles", ["?"])), metadata.get("reward", "?"), guards, description)
     console.print(table)
 
 

@@ -18,7 +18,7 @@ def test_algos_lists_the_registry(capsys):
     assert "lsp-zero" in out and "grpo" in out
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["play"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["play"], ["serve"]])
 def test_help_documents_every_subcommand(command):
     result = subprocess.run([sys.executable, "-m", "lsp.cli", *command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -39,7 +39,14 @@ quality. Averaged over a group of answers to one query (the trainer forks the
 episode at the solver's turn) the challenger's reward is -V(q) + V_Q(q), as in
 the paper. When the game ends, both agents' infos hold the breakdown: `query`,
 `answer`, `reward` (R), `quality` (R_Q or None), `judge_text`, `judge_parsed`,
-`quality_text`, `quality_parsed`.
+`quality_text`, `quality_parsed`, and `guards`.
+
+### Guards
+
+`guards` (see `lsp_env.guards`; by default `length`, `degenerate_query` and
+`code_answer`) subtract penalties after the judges: a too-long answer or an
+answer in code the query did not ask for lowers the solver's reward, a
+degenerate query the challenger's. Pass `guards=[]` to turn them off.
 
 ### Invalid moves
 
@@ -53,7 +60,8 @@ without a judge call: the solver gets `invalid_move_penalty`, the challenger 0
 
     LanguageSelfPlay(judge, quality_judge=None, task=DEFAULT_TASK, template="",
                      challenger_prompt=None, max_query_chars=8192,
-                     max_answer_chars=32768, invalid_move_penalty=-1.0, render_mode=None)
+                     max_answer_chars=32768, guards=None, invalid_move_penalty=-1.0,
+                     render_mode=None)
 
 `judge` is required (any `agents.judges.Judge`). `challenger_prompt`, when
 given, replaces the prompt built from `task` and `template`. The character
@@ -68,7 +76,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lsp_env import prompts
-from lsp_env.text_game import TextGame
+from lsp_env.guards import GuardedGame
 
 if TYPE_CHECKING:
     from agents.judges import Judge, Judgement
@@ -82,7 +90,7 @@ def _check_judge(name: str, judge: object) -> None:
                         "wrap a plain function as FunctionJudge(fn).")
 
 
-class LanguageSelfPlay(TextGame):
+class LanguageSelfPlay(GuardedGame):
     """The challenger writes a query, the solver answers, a judge scores the answer."""
 
     metadata = {
@@ -106,6 +114,7 @@ class LanguageSelfPlay(TextGame):
         challenger_prompt: str | None = None,
         max_query_chars: int = 8192,
         max_answer_chars: int = 32768,
+        guards=None,
         invalid_move_penalty: float = -1.0,
         render_mode: str | None = None,
     ):
@@ -121,12 +130,14 @@ class LanguageSelfPlay(TextGame):
             max_observation_chars=max(len(prompt), max_query_chars),
             invalid_move_penalty=invalid_move_penalty,
             render_mode=render_mode,
+            guards=guards,
         )
         if not prompt.strip() or not self.observation_space("challenger").contains(prompt):
             raise ValueError("The challenger prompt must be non-blank text without control or private-use characters.")
         self.judge = judge
         self.quality_judge = quality_judge
         self.challenger_prompt = prompt
+        self.template = template
         self.query: str | None = None
         self.answer: str | None = None
 
@@ -159,8 +170,7 @@ class LanguageSelfPlay(TextGame):
         reward = float(verdict.score)
         quality_verdict = None if self.quality_judge is None else self.quality_judge.judge(self.query, self.answer)
         quality = None if quality_verdict is None else float(quality_verdict.score)
-        self.rewards["solver"] = reward + (quality or 0.0)
-        self.rewards["challenger"] = -reward + (quality or 0.0)
+        rewards = {"solver": reward + (quality or 0.0), "challenger": -reward + (quality or 0.0)}
         breakdown = {
             "query": self.query,
             "answer": self.answer,
@@ -171,9 +181,11 @@ class LanguageSelfPlay(TextGame):
             "quality_text": None if quality_verdict is None else quality_verdict.text,
             "quality_parsed": None if quality_verdict is None else quality_verdict.parsed,
         }
+        self.transcript.append(("judge", _describe(verdict, quality_verdict)))
+        breakdown["guards"] = self.apply_guards(self.query, self.answer, rewards, self.template)
+        self.rewards.update(rewards)
         for info in self.infos.values():
             info.update(breakdown)
-        self.transcript.append(("judge", _describe(verdict, quality_verdict)))
 
 
 def _describe(verdict: Judgement, quality_verdict: Judgement | None) -> str:

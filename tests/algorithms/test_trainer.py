@@ -31,7 +31,7 @@ JUDGES = {"judge": FunctionJudge(space_fraction, name="spaces")}
 
 
 def tiny_config(tiny_path, tmp_path, **overrides) -> TrainConfig:
-    settings = dict(model=tiny_path, algorithm="lsp-zero", num_queries=2, group_size=2, batch_size=1,
+    settings = dict(model=tiny_path, engine="hf", algorithm="lsp-zero", num_queries=2, group_size=2, batch_size=1,
                     grad_accumulation=2, max_new_tokens=8, iterations=2, lr=1e-3, output=str(tmp_path),
                     save_every=1)
     settings.update(overrides)

@@ -27,7 +27,9 @@ GAME_IDS = sorted(lsp_env.registry)
 
 
 def test_builtin_games_are_registered():
-    assert "LanguageSelfPlay-v0" in GAME_IDS
+    for game_id in ("LanguageSelfPlay-v0", "ArithmeticSelfPlay-v0", "CodeOutputSelfPlay-v0",
+                    "ConstrainedInstructions-v0", "TicTacToe-v0"):
+        assert game_id in GAME_IDS
 
 
 # api_test also gives advice meant for numeric envs (NumPy observations, "player_0" names).
@@ -37,13 +39,22 @@ def test_pettingzoo_api(game_id):
     api_test(make_cheap(game_id), num_cycles=10)
 
 
+# Games where any valid text is a legal move; the others (expressions, programs, cells) have rules.
+ANY_TEXT_IS_A_MOVE = {"LanguageSelfPlay-v0", "ConstrainedInstructions-v0"}
+
+
 @pytest.mark.parametrize("game_id", GAME_IDS)
 def test_sampled_actions_are_valid_moves(game_id):
+    """Sampled actions are always valid text; in games with rules they may still break a rule."""
     env = make_cheap(game_id)
     for episode in range(5):
         env.reset(seed=episode)
         for agent in env.agent_iter():
             observation, _, terminated, truncated, info = env.last()
             assert env.observation_space(agent).contains(observation)
-            assert "invalid_move" not in info
-            env.step(None if terminated or truncated else env.action_space(agent).sample())
+            if game_id in ANY_TEXT_IS_A_MOVE:
+                assert "invalid_move" not in info
+            action = None if terminated or truncated else env.action_space(agent).sample()
+            if action is not None:
+                lsp_env.parse_action(action, env.action_space(agent))  # raises InvalidMove for invalid text
+            env.step(action)

@@ -1,0 +1,9 @@
+"""Evaluation: pairwise win rates, verifiable accuracy and checkpoint leagues (`lsp eval`).
+
+- `winrate`: both answer orders judged, ties counted, bootstrap confidence intervals;
+- `pairwise`: `PairwiseJudge` (an LLM picks A, B or tie) and `ScoreComparer` (any pointwise judge);
+- `alpaca`: AlpacaEval-format prompts, outputs and annotations;
+- `verifiable`: held-out challenger moves for verifiable games, and accuracy on them;
+- `league`: checkpoints of one run play each other; Elo ratings with intervals;
+- `report`: JSON, Markdown and PNG plots.
+"""

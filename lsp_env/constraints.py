@@ -1,0 +1,155 @@
+"""Verifiable constraints on a response (in the style of IFEval), each with a checker.
+
+    rng = random.Random(0)
+    constraints = sample_constraints(rng, count=2)
+    [c.instruction for c in constraints]        # what the solver is told
+    fraction_met(constraints, response)          # the share it satisfies
+
+A kind has a group; two constraints of one group are never drawn together
+(e.g. all lowercase and all uppercase), and `excludes` lists groups a kind
+cannot be combined with (JSON output leaves no room for a title or a P.S.).
+Checks of words and phrases ignore case, so they combine with case rules.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+KEYWORDS = ("river", "balance", "window", "history", "energy", "garden", "signal", "promise", "market", "silver",
+            "journey", "pattern", "winter", "engine", "harbor", "lantern")
+FORBIDDEN = ("very", "really", "thing", "good", "important", "basically", "just", "also")
+OPENERS = ("Yes", "No", "Certainly", "Honestly", "First", "Imagine")
+CLOSERS = ("Is there anything else I can help with?", "That is all.", "Thank you for reading.", "Stay curious.")
+
+_WORDS = re.compile(r"\b[\w'-]+\b")
+_BULLET = re.compile(r"^\s*[-*•]\s+\S", re.MULTILINE)
+
+
+def _words(text: str) -> list[str]:
+    return _WORDS.findall(text)
+
+
+def _mentions(text: str, word: str) -> int:
+    return len(re.findall(rf"\b{re.escape(word)}\b", text, re.IGNORECASE))
+
+
+def _is_json(text: str) -> bool:
+    body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text)
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return body.strip()[:1] in ("{", "[")
+
+
+def _sentences(text: str) -> int:
+    return len([part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if re.search(r"\w", part)])
+
+
+def _paragraphs(text: str) -> int:
+    return len([part for part in re.split(r"\n\s*\n", text.strip()) if part.strip()])
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of constraint: how to draw its parameters, phrase it and check it."""
+
+    name: str
+    group: str
+    instruction: str  # formatted with the parameters
+    check: Callable[..., bool]  # check(response, **parameters)
+    draw: Callable[[random.Random], dict[str, Any]] = lambda rng: {}
+    excludes: tuple[str, ...] = ()
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("max_words", "length", "Answer in at most {n} words.",
+         lambda text, n: len(_words(text)) <= n, lambda rng: {"n": rng.choice((20, 40, 60, 100))}),
+    Kind("min_words", "length", "Answer in at least {n} words.",
+         lambda text, n: len(_words(text)) >= n, lambda rng: {"n": rng.choice((50, 80, 120))}),
+    Kind("max_sentences", "length", "Use at most {n} sentences.",
+         lambda text, n: 0 < _sentences(text) <= n, lambda rng: {"n": rng.choice((1, 2, 3))}),
+    Kind("include_keywords", "keywords", "Include the words {words}.",
+         lambda text, words: all(_mentions(text, w) for w in words),
+         lambda rng: {"words": rng.sample(KEYWORDS, 2)}),
+    Kind("forbidden_words", "keywords", "Do not use the words {words}.",
+         lambda text, words: bool(text.strip()) and not any(_mentions(text, w) for w in words),
+         lambda rng: {"words": rng.sample(FORBIDDEN, 2)}),
+    Kind("keyword_frequency", "keywords", "Use the word '{word}' at least {n} times.",
+         lambda text, word, n: _mentions(text, word) >= n,
+         lambda rng: {"word": rng.choice(KEYWORDS), "n": rng.choice((2, 3))}),
+    Kind("all_lowercase", "case", "Write everything in lowercase letters, with no capitals.",
+         lambda text: any(c.isalpha() for c in text) and text == text.lower()),
+    Kind("all_uppercase", "case", "Write everything in CAPITAL letters.",
+         lambda text: any(c.isalpha() for c in text) and text == text.upper()),
+    Kind("bullet_points", "shape", "Answer with exactly {n} bullet points, each line starting with '- '.",
+         lambda text, n: len(_BULLET.findall(text)) == n, lambda rng: {"n": rng.choice((2, 3, 4, 5))}),
+    Kind("paragraphs", "shape", "Write exactly {n} paragraphs, separated by blank lines.",
+         lambda text, n: _paragraphs(text) == n, lambda rng: {"n": rng.choice((2, 3, 4))}),
+    Kind("json_output", "shape", "Give your whole answer as valid JSON (an object or a list).",
+         _is_json, excludes=("opening", "closing", "marks")),
+    Kind("quotation", "shape", "Wrap your whole answer in double quotation marks.",
+         lambda text: len(text.strip()) > 2 and text.strip()[0] == text.strip()[-1] == '"'),
+    Kind("start_with", "opening", "Start your answer with the word '{word}'.",
+         lambda text, word: re.match(rf"\W*{word}\b", text, re.IGNORECASE) is not None,
+         lambda rng: {"word": rng.choice(OPENERS)}, excludes=("shape",)),
+    Kind("title", "opening", "Begin with a title in double angle brackets, like <<my title>>.",
+         lambda text: re.match(r"\s*<<[^<>\n]+>>", text) is not None, excludes=("shape",)),
+    Kind("end_with", "closing", "End your answer with the exact phrase '{phrase}', with nothing after it.",
+         lambda text, phrase: text.strip().lower().endswith(phrase.lower()),
+         lambda rng: {"phrase": rng.choice(CLOSERS)}, excludes=("shape",)),
+    Kind("postscript", "closing", "End with a postscript that starts with 'P.S.'.",
+         lambda text: re.search(r"^\s*P\.S\.", text, re.MULTILINE | re.IGNORECASE) is not None,
+         excludes=("shape",)),
+    Kind("no_commas", "marks", "Do not use any commas.", lambda text: bool(text.strip()) and "," not in text),
+    Kind("no_digits", "marks", "Do not write any digits; spell numbers out.",
+         lambda text: bool(text.strip()) and not any(c.isdigit() for c in text)),
+    Kind("placeholders", "marks", "Include at least {n} placeholders in square brackets, like [name].",
+         lambda text, n: len(re.findall(r"\[[^\[\]\n]+\]", text)) >= n, lambda rng: {"n": rng.choice((1, 2, 3))}),
+    Kind("highlights", "marks", "Highlight at least {n} parts with markdown, like *this part*.",
+         lambda text, n: len(re.findall(r"\*[^*\n]+\*", text)) >= n, lambda rng: {"n": rng.choice((1, 2, 3))}),
+)}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One drawn constraint: a kind and its parameters."""
+
+    kind: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instruction(self) -> str:
+        shown = {k: ", ".join(f"'{w}'" for w in v) if isinstance(v, list) else v for k, v in self.parameters.items()}
+        return KINDS[self.kind].instruction.format(**shown)
+
+    def check(self, response: str) -> bool:
+        """Whether `response` meets this constraint."""
+        return bool(KINDS[self.kind].check(response, **self.parameters))
+
+
+def compatible(kind: Kind, chosen: Sequence[Kind]) -> bool:
+    """Whether `kind` can join `chosen` (no shared group, no excluded group either way)."""
+    return all(kind.group != other.group and kind.group not in other.excludes and other.group not in kind.excludes
+               for other in chosen)
+
+
+def sample_constraints(rng: random.Random, count: int) -> list[Constraint]:
+    """`count` compatible constraints drawn with `rng`."""
+    chosen: list[Kind] = []
+    for kind in rng.sample(list(KINDS.values()), len(KINDS)):
+        if len(chosen) == count:
+            break
+        if compatible(kind, chosen):
+            chosen.append(kind)
+    return [Constraint(kind.name, kind.draw(rng)) for kind in chosen]
+
+
+def fraction_met(constraints: Sequence[Constraint], response: str) -> tuple[float, list[bool]]:
+    """The share of `constraints` that `response` meets, and each result."""
+    results = [constraint.check(response) for constraint in constraints]
+    return (sum(results) / len(results) if results else 1.0), results

@@ -1,0 +1,137 @@
+"""
+# Constrained Instructions
+
+| Creation           | `lsp_env.make("ConstrainedInstructions-v0", quality_judge=None)` |
+|--------------------|------------------------------------------------------|
+| Actions            | Text (`UnicodeText`)                                 |
+| Parallel API       | No                                                   |
+| Agents             | `agents= ['challenger', 'solver']`                   |
+| Agents             | 2                                                    |
+| Action Values      | non-blank text, up to `max_query_chars` / `max_answer_chars` |
+| Observation Values | text                                                 |
+| Branch point       | `solver` (`branch_agent`)                            |
+
+Verifiable instruction following (in the style of IFEval). The challenger
+writes a task; the environment attaches 1 to 3 constraints drawn from
+`lsp_env.constraints` (at least 15 kinds, each with a checker), seeded by
+`reset(seed)`; the solver answers the task under the constraints.
+
+### Observation Space
+
+The challenger observes `CHALLENGER_PROMPT`. The solver observes "" until the
+task exists, then the task followed by the constraints, one per line.
+
+### Action Space
+
+The challenger's move is the task, the solver's the answer.
+
+### Rewards
+
+With C the fraction of constraints the answer meets and, when a
+`quality_judge` is given, R_Q its score of (task with constraints, answer):
+
+| Mode                         | Solver    | Challenger |
+| :--------------------------: | :-------: | :--------: |
+| no `quality_judge`           | C         | -C         |
+| with `quality_judge`         | C + R_Q   | -C + R_Q   |
+
+The guards (by default `length`, `degenerate_query` and `code_answer`, see
+`lsp_env.guards`) then subtract their penalties. The infos hold `query`,
+`constraints` (the instructions), `met` (one bool per constraint), `reward`
+(C), `quality` (R_Q or None) and `guards`.
+
+### Arguments
+
+    ConstrainedInstructions(quality_judge=None, min_constraints=1, max_constraints=3,
+                            max_query_chars=8192, max_answer_chars=32768, guards=None,
+                            invalid_move_penalty=-1.0, render_mode=None)
+
+### Version History
+
+* v0: Initial version.
+"""
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from lsp_env.constraints import Constraint, fraction_met, sample_constraints
+from lsp_env.guards import GuardedGame
+
+if TYPE_CHECKING:
+    from agents.judges import Judge
+
+CHALLENGER_PROMPT = (
+    "You are helping to test an AI assistant. Write ONE request a user might send it: a question to answer, "
+    "a text to write or a problem to explain, from easy to hard. Formatting rules will be added to your request "
+    "afterwards, so do not add any yourself. Write the request only, with no answer and no remarks, then stop."
+)
+
+
+class ConstrainedInstructions(GuardedGame):
+    """The challenger writes a task, the env adds verifiable constraints, the solver must meet them."""
+
+    metadata = {
+        "name": "ConstrainedInstructions-v0",
+        "description": "The challenger writes a task; the env attaches 1-3 verifiable constraints; the solver "
+                       "is scored by the fraction met.",
+        "roles": ["challenger", "solver"],
+        "reward": "verified (fraction of constraints met) + optional judge",
+        "is_parallelizable": False,
+        "render_modes": ["human", "ansi"],
+    }
+    branch_agent = "solver"
+
+    def __init__(self, quality_judge: Judge | None = None, *, min_constraints: int = 1, max_constraints: int = 3,
+                 max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
+                 invalid_move_penalty: float = -1.0, render_mode: str | None = None):
+        if not 1 <= min_constraints <= max_constraints <= 3:
+            raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
+        if quality_judge is not None and not callable(getattr(quality_judge, "judge", None)):
+            raise TypeError(f"quality_judge must be a Judge, got {type(quality_judge).__name__}")
+        super().__init__(
+            self.metadata["roles"],
+            max_action_chars={"challenger": max_query_chars, "solver": max_answer_chars},
+            max_observation_chars=max(len(CHALLENGER_PROMPT), max_query_chars + 1000),
+            invalid_move_penalty=invalid_move_penalty,
+            render_mode=render_mode,
+            guards=guards,
+        )
+        self.quality_judge = quality_judge
+        self.constraint_range = (min_constraints, max_constraints)
+        self.rng = random.Random()
+        self.constraints: list[Constraint] = []
+        self.task: str | None = None
+
+    def _shared_resources(self) -> list[object]:
+        judges = [] if self.quality_judge is None else [self.quality_judge]
+        return [*super()._shared_resources(), *judges]
+
+    def reset_game(self, seed: int | None, options: dict | None) -> str:
+        if seed is not None:
+            self.rng.seed(seed)
+        self.constraints = sample_constraints(self.rng, self.rng.randint(*self.constraint_range))
+        self.task = None
+        return "challenger"
+
+    def observation_text(self, agent: str) -> str:
+        if agent == "challenger":
+            return CHALLENGER_PROMPT
+        if self.task is None:
+            return ""
+        rules = "\n".join(f"- {constraint.instruction}" for constraint in self.constraints)
+        return f"{self.task}\n\nFollow these rules in your answer:\n{rules}"
+
+    def apply_move(self, agent: str, text: str) -> str | None:
+        if agent == "challenger":
+            self.task = text
+            for info in self.infos.values():
+                info.update(query=self.observation_text("solver"),
+                            constraints=[constraint.instruction for constraint in self.constraints])
+            return "solver"
+        query = self.observation_text("solver")
+        met, results = fraction_met(self.constraints, text)
+        quality = None if self.quality_judge is None else float(self.quality_judge.judge(query, text).score)
+        rewards = {"solver": met + (quality or 0.0), "challenger": -met + (quality or 0.0)}
+        self.score(self.task, text, rewards, {"answer": text, "met": results, "reward": met, "quality": quality})
+        return None

@@ -1,0 +1,137 @@
+"""The constraint library (each checker with right, wrong and malformed responses) and ConstrainedInstructions."""
+import json
+import random
+
+import pytest
+
+import lsp_env
+from agents.judges import FunctionJudge
+from lsp_env.constraints import KINDS, Constraint, compatible, fraction_met, sample_constraints
+
+MALFORMED = ["", "\x00\ufffd", "```", "{[(<<"]
+
+# kind: (parameters, right response, wrong response)
+CASES = {
+    "max_words": ({"n": 5}, "Rivers run to the sea.", "Rivers run slowly and surely to the sea."),
+    "min_words": ({"n": 5}, "Rivers run slowly to the sea.", "Rivers run."),
+    "max_sentences": ({"n": 2}, "One. Two!", "One. Two. Three?"),
+    "include_keywords": ({"words": ["river", "window"]}, "A River seen from a window.", "A river, nothing else."),
+    "forbidden_words": ({"words": ["very", "just"]}, "It is fine.", "It is very fine."),
+    "keyword_frequency": ({"word": "river", "n": 2}, "river after river", "one river"),
+    "all_lowercase": ({}, "all quiet here.", "All quiet here."),
+    "all_uppercase": ({}, "ALL QUIET HERE.", "ALL QUIET here."),
+    "bullet_points": ({"n": 2}, "- first\n- second", "- first\n- second\n- third"),
+    "paragraphs": ({"n": 2}, "First part.\n\nSecond part.", "Only one part."),
+    "json_output": ({}, '```json\n{"answer": [1, 2]}\n```', "answer: 1, 2"),
+    "quotation": ({}, '"Quoted answer."', "Quoted answer."),
+    "start_with": ({"word": "Yes"}, "Yes, it works.", "It works, yes."),
+    "title": ({}, "<<A Title>>\nBody text.", "A Title\nBody text."),
+    "end_with": ({"phrase": "That is all."}, "Done here. That is all.", "That is all. Done here."),
+    "postscript": ({}, "Main text.\nP.S. One more thing.", "Main text. PS one more thing."),
+    "no_commas": ({}, "No commas here.", "Commas, here."),
+    "no_digits": ({}, "Twenty two apples.", "22 apples."),
+    "placeholders": ({"n": 2}, "Dear [name], see you at [place].", "Dear [name], see you."),
+    "highlights": ({"n": 2}, "This is *key* and *vital*.", "This is *key* only."),
+}
+
+
+def test_the_library_has_at_least_15_kinds_and_every_kind_is_tested():
+    assert len(KINDS) >= 15
+    assert set(CASES) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_right_response_meets_the_constraint(kind):
+    parameters, right, _ = CASES[kind]
+    assert Constraint(kind, parameters).check(right)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_wrong_response_fails_the_constraint(kind):
+    parameters, _, wrong = CASES[kind]
+    assert not Constraint(kind, parameters).check(wrong)
+
+
+@pytest.mark.parametrize("kind", sorted(set(CASES) - {"max_words", "forbidden_words", "no_commas", "no_digits"}))
+def test_malformed_responses_fail_the_constraint(kind):
+    parameters = CASES[kind][0]
+    for response in MALFORMED:
+        assert not Constraint(kind, parameters).check(response), repr(response)
+
+
+@pytest.mark.parametrize("kind", ["max_words", "forbidden_words", "no_commas", "no_digits"])
+def test_malformed_responses_do_not_crash_permissive_checkers(kind):
+    """Negative constraints hold vacuously for some junk; the checkers must still return a bool, and
+    an empty answer never meets them except a word limit."""
+    parameters = CASES[kind][0]
+    for response in MALFORMED:
+        assert isinstance(Constraint(kind, parameters).check(response), bool)
+    assert Constraint(kind, parameters).check("") is (kind == "max_words")
+
+
+def test_instructions_show_the_parameters():
+    assert Constraint("include_keywords", {"words": ["river", "window"]}).instruction == \
+        "Include the words 'river', 'window'."
+    assert "3" in Constraint("bullet_points", {"n": 3}).instruction
+
+
+def test_sampling_is_seeded_and_never_draws_conflicting_kinds():
+    for seed in range(300):
+        count = 1 + seed % 3
+        drawn = sample_constraints(random.Random(seed), count)
+        assert drawn == sample_constraints(random.Random(seed), count)
+        assert len(drawn) == count
+        kinds = [KINDS[c.kind] for c in drawn]
+        assert all(compatible(kind, kinds[:i]) for i, kind in enumerate(kinds))
+    assert not compatible(KINDS["all_lowercase"], [KINDS["all_uppercase"]])
+    assert not compatible(KINDS["title"], [KINDS["json_output"]])
+
+
+def test_fraction_met():
+    constraints = [Constraint("all_lowercase"), Constraint("no_commas"), Constraint("max_words", {"n": 3})]
+    assert fraction_met(constraints, "short, sweet") == (2 / 3, [True, False, True])
+
+
+def play(*moves, seed=0, **kwargs):
+    env = lsp_env.make("ConstrainedInstructions-v0", **kwargs)
+    env.reset(seed=seed)
+    for move in moves:
+        env.step(move)
+    return env
+
+
+def test_constraints_are_attached_to_the_task_and_seeded():
+    env = play("Describe a harbor at night.", seed=3)
+    observation = env.observe("solver")
+    assert observation.startswith("Describe a harbor at night.")
+    assert all(c.instruction in observation for c in env.constraints)
+    assert 1 <= len(env.constraints) <= 3
+    assert play("x y z", seed=3).constraints == env.constraints
+    assert len({repr(play("task words", seed=s).constraints) for s in range(20)}) > 10
+
+
+def test_reward_is_the_fraction_met_and_zero_sum_without_a_judge():
+    env = play("Describe a harbor at night.", seed=3)
+    answer = "a quiet harbor. boats sleep."
+    met, results = fraction_met(env.constraints, answer)
+    env.step(answer)
+    assert env.rewards == {"solver": met, "challenger": -met}
+    assert env.infos["solver"]["met"] == results and env.infos["solver"]["reward"] == met
+
+
+def test_optional_quality_judge_adds_to_both_roles():
+    judge = FunctionJudge(lambda query, answer: 0.5)
+    env = play("Describe a harbor at night.", seed=3, quality_judge=judge)
+    met, _ = fraction_met(env.constraints, "a quiet harbor")
+    env.step("a quiet harbor")
+    assert env.rewards == {"solver": met + 0.5, "challenger": -met + 0.5}
+    assert env.infos["challenger"]["quality"] == 0.5
+
+
+def test_json_answers_are_not_mistaken_for_code():
+    env = lsp_env.make("ConstrainedInstructions-v0")
+    env.reset(seed=0)
+    env.constraints = [Constraint("json_output")]
+    env.step("List three rivers of Europe.")
+    env.step(json.dumps({"rivers": ["Danube", "Rhine", "Seine"]}, indent=2))
+    assert env.rewards["solver"] == 1.0 and env.infos["solver"]["guards"] == {}
