@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from agents.models import tiny_model
 from lsp.cli import main
 
 GAMES = {  # game -> (algorithm, a metric its runs must log)
@@ -12,15 +11,6 @@ GAMES = {  # game -> (algorithm, a metric its runs must log)
     "ConstrainedInstructions-v0": ("lsp", "guards/degenerate_query"),
     "TicTacToe-v0": ("rae", "outcome/x/invalid"),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-model")
-    model, tokenizer = tiny_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.parametrize("game", sorted(GAMES))

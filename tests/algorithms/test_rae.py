@@ -4,7 +4,6 @@ import torch
 from tensordict import TensorDict
 
 import algorithms
-from agents.models import tiny_model
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
 
@@ -48,15 +47,6 @@ def test_algorithm_state_round_trips(rae):
 
 def test_other_algorithms_keep_no_extra_state():
     assert algorithms.make("lsp-zero", torch.nn.Linear(1, 1)).algorithm_state() == {}
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-model")
-    model, tokenizer = tiny_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def config(tiny_path, output, iterations):

@@ -7,19 +7,9 @@ import torch
 
 import algorithms
 from agents.judges import FunctionJudge
-from agents.models import tiny_model
 from algorithms.checkpoint import CheckpointError
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-model")
-    model, tokenizer = tiny_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def space_fraction(query: str, answer: str) -> float:
