@@ -81,6 +81,9 @@ class TrainConfig:
     """Self-judge output length in "generate" mode."""
     # Run
     iterations: int = 3
+    time_limit_minutes: float | None = None
+    """Wall-clock budget: stop (and checkpoint) after the first iteration that ends past it, even before
+    `iterations`. Counted from the start of this process, so a resumed run gets a fresh budget."""
     seed: int = 0
     output: str = "runs"
     """A new run folder is made inside."""
@@ -97,6 +100,8 @@ class TrainConfig:
         for name in ("num_queries", "group_size", "iterations", "max_new_tokens", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise ValueError("time_limit_minutes must be positive")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be float32 or bfloat16")
 

@@ -115,11 +115,13 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------
     def train(self, progress: bool = True) -> Path:
-        """Run until `config.iterations`; returns the run folder."""
+        """Run until `config.iterations` or `config.time_limit_minutes`; returns the run folder."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.config.to_yaml(self.run_dir / "config.yaml")
         log = RunLog(self.run_dir)
+        started = time.perf_counter()
+        limit_s = None if self.config.time_limit_minutes is None else 60 * self.config.time_limit_minutes
         columns = [TextColumn("[bold]iteration {task.completed}/{task.total}"), BarColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
         try:
@@ -130,10 +132,15 @@ class Trainer:
                     log.log(iteration, metrics)
                     if iteration % self.config.transcript_every == 0:
                         log.transcripts(iteration, rollout)
-                    if iteration % self.config.save_every == 0 or iteration == self.config.iterations:
+                    out_of_time = limit_s is not None and time.perf_counter() - started >= limit_s
+                    if iteration % self.config.save_every == 0 or iteration == self.config.iterations or out_of_time:
                         self.save(iteration)
                     status = "  ".join(f"{k.split('/')[1]} {metrics[k]:+.3f}" for k in metrics if k.startswith("reward/"))
                     bar.update(task, completed=iteration, status=status)
+                    if out_of_time:
+                        bar.console.print(f"time limit of {self.config.time_limit_minutes:g} min reached "
+                                          f"after iteration {iteration}")
+                        break
         finally:
             log.close()
         plot_curves(self.run_dir)

@@ -49,6 +49,20 @@ def test_run_writes_metrics_transcripts_plot_and_checkpoints(tiny_path, tmp_path
     assert any((run_dir / "tensorboard").iterdir())
 
 
+
+def test_time_limit_stops_early_with_a_checkpoint(tiny_path, tmp_path):
+    config = tiny_config(tiny_path, tmp_path, iterations=50, save_every=10, time_limit_minutes=1e-6)
+    trainer = Trainer(config, judges=JUDGES)
+    run_dir = trainer.train(progress=False)
+    trainer.close()
+    assert [r["iteration"] for r in metrics(run_dir)] == [1]
+    assert (run_dir / "checkpoints" / "latest").read_text() == "iter_000001"
+
+
+def test_time_limit_must_be_positive(tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="time_limit_minutes"):
+        tiny_config(tiny_path, tmp_path, time_limit_minutes=0)
+
 def test_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
     straight = Trainer(tiny_config(tiny_path, tmp_path / "a", iterations=3), judges=JUDGES)
     straight_dir = straight.train(progress=False)
