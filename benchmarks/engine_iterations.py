@@ -15,18 +15,19 @@ from dataclasses import dataclass, field, replace
 
 from jsonargparse import auto_cli
 
-from benchmarks.iteration_time import Settings, measure, table
+from benchmarks.iteration_time import Settings as IterationSettings
+from benchmarks.iteration_time import measure, table
 
 
 @dataclass
-class Comparison:
-    settings: Settings = field(default_factory=lambda: Settings(iterations=3, warmup=1))
+class Settings:
+    settings: IterationSettings = field(default_factory=lambda: IterationSettings(iterations=3, warmup=1))
     """The iteration benchmark's settings (its engine is set per run)."""
     engines: list[str] = field(default_factory=lambda: ["hf", "vllm"])
     """The first is the baseline, the last the engine compared with it."""
 
 
-def run(comparison: Comparison) -> str:
+def run(comparison: Settings) -> str:
     medians, sections = {}, []
     for engine in comparison.engines:
         settings = replace(comparison.settings, engine=engine)
@@ -47,4 +48,4 @@ def run(comparison: Comparison) -> str:
 
 
 if __name__ == "__main__":
-    print(run(auto_cli(Comparison)))
+    print(run(auto_cli(Settings)))

@@ -1,4 +1,4 @@
-"""`lsp`: train language models by self-play, watch games, list what is registered.
+"""`lsp`: train language models by self-play, evaluate, watch games, run benchmarks, list what is registered.
 
 Every subcommand's settings come from a dataclass, so the same names work as
 flags and as YAML keys (`--config FILE`); see `lsp SUBCOMMAND --help`.
@@ -47,6 +47,10 @@ def build_parser() -> ArgumentParser:
     serve.add_class_arguments(ServeConfig, as_group=False)
     commands.add_subcommand("serve", serve, help="serve a model with vLLM for the openai engine")
 
+    bench = ArgumentParser(description="Run a benchmark from benchmarks/ and print its Markdown table. "
+                                       "`lsp bench` lists them; `lsp bench NAME --help` shows one's settings.")
+    commands.add_subcommand("bench", bench, help="run a benchmark (lsp bench NAME ...)")
+
     commands.add_subcommand("games", ArgumentParser(description="List the registered games."),
                             help="list the registered games")
     commands.add_subcommand("algos", ArgumentParser(description="List the registered algorithms."),
@@ -60,12 +64,18 @@ class SetupError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"] and argv[1:2] and not argv[1].startswith("-"):  # each benchmark has its own flags
+        return _bench(argv[1], argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     command, options = args.command, args[args.command]
     console = Console()
     try:
-        if command == "games":
+        if command == "bench":
+            from lsp.bench import list_benchmarks
+
+            list_benchmarks(console)
+        elif command == "games":
             _list_games(console)
         elif command == "algos":
             _list_algorithms(console)
@@ -81,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
             _train(options, argv, console)
         elif command == "serve":
             _serve(_dataclass(ServeConfig, options), console)
+    except SetupError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
+        return 2
+    return 0
+
+
+def _bench(name: str, args: list[str]) -> int:
+    from lsp.bench import run_benchmark
+
+    try:
+        _setup(lambda: run_benchmark(name, args, Console()))
     except SetupError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
         return 2

@@ -69,8 +69,10 @@ def print_rollout(rollout: Rollout, console: Console, title: str = "") -> None:
                 console.print(Panel(turn.text or "(empty)", title=f"{turn.role} move #{number}"))
             returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
             console.print(f"[bold]returns[/]: {returns}")
-            breakdown = {}
-            for info in episode.infos.values():
-                breakdown.update({k: v for k, v in info.items() if k not in ("query", "answer")})
-            for key, value in breakdown.items():
-                console.print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+            breakdowns = {agent: {k: v for k, v in info.items() if k not in ("query", "answer")}
+                          for agent, info in episode.infos.items()}
+            shared = all(b == next(iter(breakdowns.values())) for b in breakdowns.values())
+            for agent, breakdown in list(breakdowns.items())[:1] if shared else breakdowns.items():
+                if breakdown:
+                    console.print(("  " if shared else f"  [bold]{agent}[/] ") + ", ".join(
+                        f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in breakdown.items()))

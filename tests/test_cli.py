@@ -41,3 +41,20 @@ def test_play_prints_a_full_episode_with_the_default_model():
     for expected in ("prompt seen by the challenger", "challenger move", "solver move #1", "solver move #2",
                      "returns", "reward:", "quality:", "judge_text"):
         assert expected in out, expected
+
+
+def test_play_shows_each_players_own_outcome(tiny_path):
+    from rich.console import Console
+
+    from lsp.play import PlayConfig, play
+
+    console = Console(record=True, width=200)
+    rollout = play(PlayConfig(game="TicTacToe-v0", model=tiny_path, judge="none", quality_judge="none",
+                              answers=1, max_new_tokens=4), console)
+    out = console.export_text()
+    outcomes = {agent: info["outcome"] for agent, info in rollout.episodes[0].infos.items()}
+    if len(set(outcomes.values())) == 1:  # a draw: one shared line
+        assert f"outcome: {outcomes['x']}" in out
+    else:
+        for agent, outcome in outcomes.items():
+            assert f"{agent} outcome: {outcome}" in out

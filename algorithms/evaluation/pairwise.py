@@ -3,7 +3,13 @@
 - `PairwiseJudge`: an LLM sees the instruction and answers A and B; its
   verdict is read from its next-token probabilities of "A", "B" and "tie"
   after "Verdict:" (one forward pass, never a parse failure). Order matters,
-  so win rates judge both orders.
+  so win rates judge both orders. Small judges favour one position so
+  strongly that the raw verdict never changes (SmolLM2-135M always says
+  "A"), so by default the verdicts are calibrated on the batch: each
+  option's mean log-probability over the batch is subtracted before the
+  argmax (contextual calibration, Zhao et al. 2021). A batch that holds
+  every pair in both orders, as `winrate.compare` sends, makes that mean the
+  judge's position bias alone.
 - `ScoreComparer`: any pointwise `Judge` (reward model, self-judge rubric)
   scores both answers; the higher score wins. Order does not matter.
 
@@ -61,24 +67,48 @@ class PairwiseJudge:
 
     order_matters = True
 
-    def __init__(self, policy: Policy, prompt: str = PAIRWISE_PROMPT, name: str = "pairwise"):
+    def __init__(self, policy: Policy, prompt: str = PAIRWISE_PROMPT, name: str = "pairwise", calibrate: bool = True):
         self.policy = policy
         self.prompt = prompt
         self.name = name
+        self.calibrate = calibrate
         self._prefix, self._options = _verdict_tokens(policy.tokenizer)
 
     def compare_batch(self, triples: Sequence[Triple]) -> list[Preference]:
+        if not triples:
+            return []
         with ThreadPoolExecutor(max_workers=MAX_THREADS) as pool:  # concurrent calls share a forward pass
-            return list(pool.map(self._compare, triples))
+            logprobs = torch.stack(list(pool.map(self._verdict_logprobs, triples)))
+        calibrated = calibrate_logprobs(logprobs) if self.calibrate and len(triples) > 1 else logprobs
+        preferences = []
+        for raw, adjusted in zip(logprobs, calibrated):
+            verdict = _best_verdict(adjusted)
+            details = {"verdict": verdict, "probabilities": dict(zip(VERDICTS, raw.exp().tolist()))}
+            if self.calibrate:
+                details["calibrated_logprobs"] = dict(zip(VERDICTS, adjusted.tolist()))
+            preferences.append(Preference(VERDICTS[verdict], details))
+        return preferences
 
-    def _compare(self, triple: Triple) -> Preference:
+    def _verdict_logprobs(self, triple: Triple) -> torch.Tensor:
+        """Log-probabilities of the verdicts, renormalised over them, in `VERDICTS` order."""
         instruction, first, second = triple
         chat = [{"role": "user", "content": self.prompt.format(instruction=instruction, first=first, second=second)}]
         prompt_ids = self.policy.chat_prompt_ids(chat) + self._prefix
-        logprobs = torch.tensor(self.policy.next_token_logprobs(prompt_ids, list(self._options.values())))
-        probabilities = dict(zip(self._options, logprobs.softmax(-1).tolist()))  # renormalised over the verdicts
-        verdict = max(probabilities, key=probabilities.get)
-        return Preference(VERDICTS[verdict], {"verdict": verdict, "probabilities": probabilities})
+        logprobs = torch.tensor(self.policy.next_token_logprobs(prompt_ids, [self._options[v] for v in VERDICTS]))
+        return logprobs.log_softmax(-1)
+
+
+def calibrate_logprobs(logprobs: torch.Tensor) -> torch.Tensor:
+    """Subtract each verdict's mean log-probability over the batch (rows: judgements, columns: verdicts)."""
+    return logprobs - logprobs.mean(dim=0, keepdim=True)
+
+
+def _best_verdict(scores: torch.Tensor, tolerance: float = 1e-6) -> str:
+    """The highest-scoring verdict; a tie when A and B are level and beat it."""
+    values = dict(zip(VERDICTS, scores.tolist()))
+    if abs(values["A"] - values["B"]) <= tolerance:
+        return "tie"
+    return max(values, key=values.get)
 
 
 class ScoreComparer:

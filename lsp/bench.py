@@ -1,0 +1,43 @@
+"""`lsp bench NAME`: run one of the benchmarks in `benchmarks/` and print its Markdown table.
+
+Each benchmark module has a `Settings` dataclass (its flags) and `run(settings) -> str`.
+`python -m benchmarks.NAME` runs the same code.
+"""
+from __future__ import annotations
+
+import importlib
+from jsonargparse import auto_cli
+from rich.console import Console
+from rich.table import Table
+
+BENCHMARKS = {
+    "engine-throughput": "benchmarks.engine_throughput",
+    "engine-iterations": "benchmarks.engine_iterations",
+    "iteration-time": "benchmarks.iteration_time",
+    "collector-overhead": "benchmarks.collector_overhead",
+    "trl-comparison": "benchmarks.trl_comparison",
+}
+
+
+def summary(module) -> str:
+    """The first paragraph of a benchmark module's docstring, on one line."""
+    return " ".join((module.__doc__ or "").split("\n\n")[0].split())
+
+
+def list_benchmarks(console: Console) -> None:
+    table = Table("benchmark", "what it measures")
+    for name, path in BENCHMARKS.items():
+        table.add_row(name, summary(importlib.import_module(path)))
+    console.print(table)
+    console.print("run one with: lsp bench NAME [--help]")
+
+
+def run_benchmark(name: str, args: list[str], console: Console) -> str:
+    """Parse `args` into the benchmark's settings, run it, print and return its report."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; benchmarks: {', '.join(BENCHMARKS)}")
+    module = importlib.import_module(BENCHMARKS[name])
+    settings = auto_cli(module.Settings, args=args, prog=f"lsp bench {name}", description=summary(module))
+    report = module.run(settings)
+    console.print(report, markup=False, highlight=False)
+    return report

@@ -1,0 +1,24 @@
+"""`lsp bench`: list and run the benchmarks."""
+from lsp.bench import BENCHMARKS
+from lsp.cli import main
+
+
+def test_bench_lists_every_benchmark(capsys):
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    for name in BENCHMARKS:
+        assert name in out
+
+
+def test_an_unknown_benchmark_is_a_clear_error(capsys):
+    assert main(["bench", "no-such-benchmark"]) == 2
+    assert "engine-throughput" in capsys.readouterr().err
+
+
+def test_bench_runs_a_benchmark_with_its_own_flags(tiny_path, capsys):
+    args = ["--model", tiny_path, "--iterations", "1", "--warmup", "0", "--algorithm", "lsp-zero",
+            "--num_queries", "2", "--group_size", "2", "--max_new_tokens", "4"]
+    assert main(["bench", "iteration-time", *args]) == 0
+    out = capsys.readouterr().out
+    for phase in ("generate", "env_and_judge", "reference", "train", "sync"):
+        assert phase in out
