@@ -70,25 +70,39 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def plot_curves(run_dir: Path) -> Path | None:
     """Plot the main curves of `metrics.jsonl` to `curves.png`."""
+    return plot_runs({"": run_dir}, Path(run_dir) / "curves.png")
+
+
+def plot_runs(runs: dict[str, Path], path: Path, smooth: int = 1) -> Path | None:
+    """Plot the main curves of several runs (label -> run folder) on shared axes; `smooth` is a moving-average
+    window in iterations. Returns `path`, or None when no run has metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    records = read_metrics(run_dir)
-    if not records:
+    metrics = {label: read_metrics(run_dir) for label, run_dir in runs.items()}
+    if not any(metrics.values()):
         return None
     figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.4))
     for axis, names in zip(axes, PLOTTED):
-        for name in names:
-            points = [(r["iteration"], r[name]) for r in records if r.get(name) is not None]
-            if points:
-                axis.plot(*zip(*points), marker=".", label=name)
+        for label, records in metrics.items():
+            for name in names:
+                points = [(r["iteration"], r[name]) for r in records if r.get(name) is not None]
+                if len(points) >= smooth:
+                    steps, values = map(np.asarray, zip(*points))
+                    values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+                    axis.plot(steps[smooth - 1:], values, marker="." if smooth == 1 else None,
+                              label=f"{label}: {name}" if label else name)
         axis.set_xlabel("iteration")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
+    if smooth > 1:
+        figure.suptitle(f"moving average over {smooth} iterations", fontsize=9)
     figure.tight_layout()
-    path = Path(run_dir) / "curves.png"
+    path = Path(path)
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

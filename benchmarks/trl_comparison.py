@@ -117,6 +117,10 @@ def trl(settings: Settings) -> list[float]:
 
 
 def run(settings: Settings) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+        raise ValueError("this benchmark needs TRL and datasets: pip install -e '.[bench]'")
     (ours_times, engine_used), trl_times = ours(settings), trl(settings)
     ours_median, trl_median = statistics.median(ours_times), statistics.median(trl_times)
     trl_engine = "vLLM" if settings.trl_use_vllm else "transformers"

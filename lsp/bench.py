@@ -16,6 +16,7 @@ BENCHMARKS = {
     "iteration-time": "benchmarks.iteration_time",
     "collector-overhead": "benchmarks.collector_overhead",
     "trl-comparison": "benchmarks.trl_comparison",
+    "learning-result": "benchmarks.learning_result",
 }
 
 
