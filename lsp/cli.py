@@ -64,13 +64,15 @@ class SetupError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"] and argv[1:2] and not argv[1].startswith("-"):  # each benchmark has its own flags
-        return _bench(argv[1], argv[2:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command, options = args.command, args[args.command]
     console = Console()
     try:
+        if argv[:1] == ["bench"] and argv[1:2] and not argv[1].startswith("-"):  # each benchmark has its own flags
+            from lsp.bench import run_benchmark
+
+            _setup(lambda: run_benchmark(argv[1], argv[2:], console))
+            return 0
+        args = build_parser().parse_args(argv)
+        command, options = args.command, args[args.command]
         if command == "bench":
             from lsp.bench import list_benchmarks
 
@@ -91,17 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             _train(options, argv, console)
         elif command == "serve":
             _serve(_dataclass(ServeConfig, options), console)
-    except SetupError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
-        return 2
-    return 0
-
-
-def _bench(name: str, args: list[str]) -> int:
-    from lsp.bench import run_benchmark
-
-    try:
-        _setup(lambda: run_benchmark(name, args, Console()))
     except SetupError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
         return 2

@@ -71,8 +71,11 @@ def print_rollout(rollout: Rollout, console: Console, title: str = "") -> None:
             console.print(f"[bold]returns[/]: {returns}")
             breakdowns = {agent: {k: v for k, v in info.items() if k not in ("query", "answer")}
                           for agent, info in episode.infos.items()}
-            shared = all(b == next(iter(breakdowns.values())) for b in breakdowns.values())
-            for agent, breakdown in list(breakdowns.items())[:1] if shared else breakdowns.items():
+            first = next(iter(breakdowns.values()), {})
+            if all(breakdown == first for breakdown in breakdowns.values()):
+                breakdowns = {"": first}  # the same for every player: print it once
+            for agent, breakdown in breakdowns.items():
                 if breakdown:
-                    console.print(("  " if shared else f"  [bold]{agent}[/] ") + ", ".join(
+                    label = f"  [bold]{agent}[/] " if agent else "  "
+                    console.print(label + ", ".join(
                         f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in breakdown.items()))

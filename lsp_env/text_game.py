@@ -143,6 +143,13 @@ def parse_action(action: Any, space: Text) -> str:
     return text
 
 
+def check_judge(name: str, judge: object) -> None:
+    """Raise a TypeError unless `judge` is a Judge (has a `judge(query, answer)` method)."""
+    if not callable(getattr(judge, "judge", None)):
+        raise TypeError(f"{name} must be a Judge with a judge(query, answer) method, got {type(judge).__name__}; "
+                        "wrap a plain function as FunctionJudge(fn).")
+
+
 class TextGame(AECEnv, ABC):
     """Base class for turn-based text games (see the module docstring for the hooks).
 

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 
 from lsp_env.constraints import Constraint, fraction_met, sample_constraints
 from lsp_env.guards import GuardedGame
+from lsp_env.text_game import check_judge
 
 if TYPE_CHECKING:
     from agents.judges import Judge
@@ -87,8 +88,8 @@ class ConstrainedInstructions(GuardedGame):
                  invalid_move_penalty: float = -1.0, render_mode: str | None = None):
         if not 1 <= min_constraints <= max_constraints <= 3:
             raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
-        if quality_judge is not None and not callable(getattr(quality_judge, "judge", None)):
-            raise TypeError(f"quality_judge must be a Judge, got {type(quality_judge).__name__}")
+        if quality_judge is not None:
+            check_judge("quality_judge", quality_judge)
         super().__init__(
             self.metadata["roles"],
             max_action_chars={"challenger": max_query_chars, "solver": max_answer_chars},

@@ -77,17 +77,12 @@ from typing import TYPE_CHECKING
 
 from lsp_env import prompts
 from lsp_env.guards import GuardedGame
+from lsp_env.text_game import check_judge
 
 if TYPE_CHECKING:
     from agents.judges import Judge, Judgement
 
 JUDGE_HINT = "pass judge=FunctionJudge(fn), SelfJudge(...) or RewardModelJudge(...) from agents.judges"
-
-
-def _check_judge(name: str, judge: object) -> None:
-    if not callable(getattr(judge, "judge", None)):
-        raise TypeError(f"{name} must be a Judge with a judge(query, answer) method, got {type(judge).__name__}; "
-                        "wrap a plain function as FunctionJudge(fn).")
 
 
 class LanguageSelfPlay(GuardedGame):
@@ -120,9 +115,9 @@ class LanguageSelfPlay(GuardedGame):
     ):
         if judge is None:
             raise ValueError(f"LanguageSelfPlay needs a judge to score the solver's answers: {JUDGE_HINT}.")
-        _check_judge("judge", judge)
+        check_judge("judge", judge)
         if quality_judge is not None:
-            _check_judge("quality_judge", quality_judge)
+            check_judge("quality_judge", quality_judge)
         prompt = prompts.challenger_prompt(task, template) if challenger_prompt is None else challenger_prompt
         super().__init__(
             self.metadata["roles"],

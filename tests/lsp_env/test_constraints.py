@@ -128,6 +128,11 @@ def test_optional_quality_judge_adds_to_both_roles():
     assert env.infos["challenger"]["quality"] == 0.5
 
 
+def test_a_quality_judge_that_is_a_plain_function_is_rejected():
+    with pytest.raises(TypeError, match="FunctionJudge"):
+        lsp_env.make("ConstrainedInstructions-v0", quality_judge=lambda query, answer: 0.5)
+
+
 def test_json_answers_are_not_mistaken_for_code():
     env = lsp_env.make("ConstrainedInstructions-v0")
     env.reset(seed=0)
