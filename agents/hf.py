@@ -7,14 +7,15 @@ call (prompts left-padded, each prompt repeated for its `n` samples).
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Mapping, Sequence
 
 import torch
 from transformers import GenerationConfig
 
 from agents.batching import MicroBatcher
-from agents.logprobs import output_logits
+from agents.logprobs import output_logits, processed_log_probs
+from agents.lora import base_weights
 from agents.models import DEFAULT_MODEL, load_model
 from agents.policy import Chat, Completion, Policy, SamplingParams
 
@@ -32,8 +33,14 @@ class HFPolicy(Policy):
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, max_batch_size: int = 64, max_wait_s: float = 0.01):
+    def __init__(self, model, tokenizer, max_batch_size: int = 64, max_wait_s: float = 0.01, base_only: bool = False,
+                 lock: threading.Lock | None = None, autocast: torch.dtype | None = None):
+        """`base_only`: compute with the base weights of a LoRA model (the adapter switched off);
+        `lock`: share one lock with other policies over the same model; `autocast`: compute in this dtype
+        (e.g. bfloat16) with the weights kept as they are."""
         self.model = model
+        self.base_only = base_only
+        self.autocast = autocast
         self._tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         eos = model.generation_config.eos_token_id
@@ -42,7 +49,7 @@ class HFPolicy(Policy):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos_ids[0]
         self.tokens_generated = 0
         self.direct_batches = 0
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
         self._batcher = MicroBatcher(self._generate_batch, max_batch_size, max_wait_s, name="hf-generate")
         self._next_token_batcher = MicroBatcher(self._next_token_batch, max_batch_size, max_wait_s, name="hf-next-token")
 
@@ -92,7 +99,7 @@ class HFPolicy(Policy):
         # Rows of similar length share a padded batch, so short rows do not pay for long ones.
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
         scores: list[list[float]] = [[] for _ in order]
-        with self._lock, _eval_mode(self.model), torch.inference_mode():
+        with self._using_model():
             for start in range(0, len(order), SCORE_BATCH_ROWS):
                 rows = order[start : start + SCORE_BATCH_ROWS]
                 batch = self._score_batch([prompt_ids[i] for i in rows], [completion_ids[i] for i in rows])
@@ -109,20 +116,33 @@ class HFPolicy(Policy):
         with self._lock:
             self.model.load_state_dict(state_dict, strict=True)
 
+    def base_view(self) -> HFPolicy:
+        """A policy over the same model and lock that computes with the base weights (LoRA adapter off)."""
+        return HFPolicy(self.model, self._tokenizer, self.max_batch_size, base_only=True, lock=self._lock)
+
     def close(self) -> None:
         self._batcher.close()
         self._next_token_batcher.close()
 
+    @contextmanager
+    def _using_model(self):
+        """Hold the lock, in eval and inference mode (and autocast), with the adapter off when `base_only`."""
+        autocast = torch.autocast(self.model.device.type, self.autocast) if self.autocast else nullcontext()
+        with self._lock, _eval_mode(self.model), torch.inference_mode(), autocast:
+            with base_weights(self.model) if self.base_only else nullcontext():
+                yield
+
     def _generate_batch(self, params: SamplingParams, requests: Sequence[tuple[list[int], int]]) -> list:
         prompts = [prompt for prompt, n in requests for _ in range(n)]
         input_ids, attention_mask = _pad(prompts, self._pad_id, left=True, device=self.model.device)
-        with self._lock, _eval_mode(self.model), _no_checkpoint_defaults(self.model), torch.inference_mode():
+        with self._using_model(), _no_checkpoint_defaults(self.model):
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=self._generation_config(params)
             )
             new_tokens = out.sequences[:, input_ids.shape[1] :]
             logprobs = torch.stack(
-                [_chosen_logprobs(logits, new_tokens[:, step]) for step, logits in enumerate(out.logits)], dim=1
+                [processed_log_probs(logits, new_tokens[:, step], params) for step, logits in enumerate(out.logits)],
+                dim=1,
             )
         completions = [self._completion(p, t, lp) for p, t, lp in zip(prompts, new_tokens.tolist(), logprobs.tolist())]
         self.tokens_generated += sum(len(c.token_ids) for c in completions)
@@ -131,7 +151,8 @@ class HFPolicy(Policy):
 
     def _generation_config(self, params: SamplingParams) -> GenerationConfig:
         if params.temperature > 0:
-            sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+            sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
+                            min_p=params.min_p or None)
         else:
             sampling = dict(do_sample=False)
         return GenerationConfig(
@@ -166,7 +187,7 @@ class HFPolicy(Policy):
         cols = [len(p) - 1 + i for p, c in zip(prompts, completions) for i in range(len(c))]
         hidden, targets = hidden[rows, cols], input_ids[rows, [col + 1 for col in cols]]
         blocks = [
-            _chosen_logprobs(output_logits(self.model, hidden[i : i + SCORE_CHUNK_ROWS]), targets[i : i + SCORE_CHUNK_ROWS])
+            processed_log_probs(output_logits(self.model, hidden[i : i + SCORE_CHUNK_ROWS]), targets[i : i + SCORE_CHUNK_ROWS])
             for i in range(0, len(rows), SCORE_CHUNK_ROWS)
         ]
         logprobs = torch.cat([torch.empty(0, device=hidden.device), *blocks])
@@ -175,17 +196,11 @@ class HFPolicy(Policy):
     def _next_token_batch(self, candidates: tuple[int, ...], prompts: Sequence[list[int]]) -> list[list[float]]:
         """log-softmax of the next-token logits after each prompt, at the candidate ids."""
         input_ids, attention_mask = _pad(prompts, self._pad_id, left=False, device=self.model.device)
-        with self._lock, _eval_mode(self.model), torch.inference_mode():
+        with self._using_model():
             hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             last = hidden[torch.arange(len(prompts)), attention_mask.sum(-1) - 1]
             logprobs = output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)]
         return logprobs.tolist()
-
-
-def _chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[token] in float32, without keeping a vocabulary-sized log-softmax."""
-    logits = logits.float()
-    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 def _pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,26 @@
 """Log-probabilities of chosen tokens for training, computing the output head
-only where it is needed (the vocabulary is large; responses are short)."""
+only where it is needed (the vocabulary is large; responses are short).
+
+With `SamplingParams`, the log-probabilities are those of the distribution
+the engines actually sample from: logits divided by the temperature, tokens
+outside the min-p / top-p set dropped, the rest renormalised. The kept set
+is a constant of the step (no gradient flows through the truncation), as in
+the sampler.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
+from agents.policy import SamplingParams
+
 
 def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None = None,
-                    rows_per_chunk: int = 8) -> torch.Tensor:
+                    sampling: SamplingParams | None = None, rows_per_chunk: int = 8) -> torch.Tensor:
     """`out[b, t] = log p(tokens[b, t] | tokens[b, :t])` where `response_mask[b, t]`, else 0.
 
+    `p` is the raw model distribution, or the one `sampling` samples from.
     Rows are processed in chunks of similar length (each trimmed to its own
     longest row), and the output head runs only at positions that predict a
     response token. The result keeps the autograd graph.
@@ -25,10 +37,53 @@ def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, r
         hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         targets = response_mask[chunk, :width]
         rows, cols = targets.nonzero(as_tuple=True)
-        logits = output_logits(model, hidden[rows, cols - 1]).float()
-        chosen = logits.gather(-1, ids[rows, cols, None]).squeeze(-1) - logits.logsumexp(-1)
+        logits = output_logits(model, hidden[rows, cols - 1])
+        chosen = processed_log_probs(logits, ids[rows, cols], sampling)
         out = out.index_put((chunk[rows], cols), chosen)
     return out
+
+
+def completion_log_probs(model, prompt_ids: list[int], token_ids: list[int],
+                         sampling: SamplingParams | None = None) -> list[float]:
+    """`token_log_probs` of one completion after its prompt, without gradients (e.g. to check an engine's)."""
+    tokens = torch.tensor([[*prompt_ids, *token_ids]], device=model.device)
+    attention = torch.ones_like(tokens, dtype=torch.bool)
+    response = torch.zeros_like(attention)
+    response[0, len(prompt_ids):] = True
+    with torch.no_grad():
+        return token_log_probs(model, tokens, attention, response, sampling)[0, len(prompt_ids):].tolist()
+
+
+def processed_log_probs(logits: torch.Tensor, targets: torch.Tensor, sampling: SamplingParams | None = None) -> torch.Tensor:
+    """log p(target) under `sampling`'s distribution over `logits` ([positions, vocab]), in float32.
+
+    Greedy decoding (temperature 0) and `sampling=None` give the raw
+    log-softmax. The target always stays in the kept set, so the result is
+    finite even where a sampler's rounding differs.
+    """
+    logits = logits.float()
+    if sampling is None or sampling.temperature <= 0:
+        return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    logits = logits / sampling.temperature
+    keep = _kept_tokens(logits.detach(), sampling)
+    keep.scatter_(-1, targets[:, None], True)
+    kept = logits.masked_fill(~keep, float("-inf"))
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - kept.logsumexp(-1)
+
+
+def _kept_tokens(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    """The min-p, then top-p, set of each row (a boolean mask), as vLLM's sampler keeps it."""
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    if sampling.min_p > 0:
+        logp = logits.log_softmax(-1)
+        keep &= logp >= logp.max(-1, keepdim=True).values + math.log(sampling.min_p)
+    if sampling.top_p < 1:
+        probs = logits.masked_fill(~keep, float("-inf")).softmax(-1)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely tokens
+        keep_sorted = before < sampling.top_p
+        keep &= torch.zeros_like(keep).scatter(-1, order, keep_sorted)
+    return keep
 
 
 def output_logits(model, hidden: torch.Tensor) -> torch.Tensor:

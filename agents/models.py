@@ -70,15 +70,28 @@ def resolve_model(name_or_path: str = DEFAULT_MODEL) -> str:
     return _hub_snapshot(name_or_path, aliases)
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """Load `(model, tokenizer)`; the model is in eval mode and the tokenizer has a pad token."""
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               adapter: str | None = None):
+    """Load `(model, tokenizer)`; the model is in eval mode and the tokenizer has a pad token.
+
+    A LoRA adapter (`adapter`, or `name_or_path` itself when it is a PEFT
+    adapter folder) is loaded onto its base model and merged into it.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from agents.lora import adapter_base, is_adapter_folder, load_adapter
+
+    if adapter is None and is_adapter_folder(name_or_path):
+        name_or_path, adapter = adapter_base(name_or_path), name_or_path
     folder = resolve_model(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    if adapter is not None:
+        if not is_adapter_folder(adapter):
+            raise ModelNotFoundError(f"{adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
+        model = load_adapter(model, adapter).merge_and_unload()
     return model.eval(), tokenizer
 
 

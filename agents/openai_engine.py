@@ -174,9 +174,10 @@ class OpenAIPolicy(Policy):
         if n < 1:
             return []
         prompt = self.chat_prompt_ids(chat)
-        top_p = params.top_p if params.temperature > 0 else 1.0
+        sampled = params.temperature > 0
         response = self._complete(prompt, max_tokens=params.max_new_tokens, n=n, temperature=params.temperature,
-                                  top_p=top_p, seed=seed, logprobs=0)
+                                  top_p=params.top_p if sampled else 1.0, min_p=params.min_p if sampled else 0.0,
+                                  seed=seed, logprobs=0)
         return [self._completion(prompt, choice) for choice in sorted(response.choices, key=lambda c: c.index)]
 
     def _completion(self, prompt: list[int], choice) -> Completion:

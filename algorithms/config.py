@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from agents.lora import ALL_LINEAR
+
 SAMPLE_PROMPTS = str(Path(__file__).parent / "data" / "sample_prompts.jsonl")
 
 
@@ -14,11 +16,13 @@ SAMPLE_PROMPTS = str(Path(__file__).parent / "data" / "sample_prompts.jsonl")
 class TrainConfig:
     """Language Self-Play training settings.
 
-    Paper values (Kuba et al., 2025): N=8 queries, beta=0.05, lr 3e-6 (1e-6 for
-    GRPO), batch 4 with gradient accumulation 2. The paper does not give G,
-    alpha_ch, max tokens or the sampling temperature; the defaults here are
-    ours (G=4, alpha_ch=1, 64 new tokens, temperature 1.0) and sized for a
-    135M model on a 2-core CPU.
+    The defaults are a short run of the CPU recipe `recipes/instruction-following-cpu.yaml`:
+    LSP on the verifiable ConstrainedInstructions-v0 game with a LoRA adapter, sampled at
+    temperature 1.0 with min_p 0.1, then the held-out suite before and after. Paper values
+    (Kuba et al., 2025) kept here: N=8 queries, beta=0.05, batch 4 with gradient accumulation 2.
+    The paper's lr (3e-6; 1e-6 for GRPO) is for full fine-tuning; LoRA needs a larger one (1e-4).
+    The paper does not give G, alpha_ch, max tokens or the sampling settings; ours are G=4,
+    alpha_ch=1, 80 new tokens, temperature 1.0 with min_p 0.1 (benchmarks/RESULTS.md).
     """
 
     # Model and engine
@@ -38,10 +42,13 @@ class TrainConfig:
     """A weight sync (push and verification) that takes longer stops the run."""
     dtype: str = "float32"
     """float32 or bfloat16."""
+    autocast: bool = True
+    """Compute the trainer's forward passes, the reference and the self-judges in bfloat16 autocast, with
+    float32 weights (dtype float32). Fast on CPUs with AMX and on GPUs."""
     device: str = "cpu"
     """cpu or cuda."""
     # Game and algorithm
-    game: str = "LanguageSelfPlay-v0"
+    game: str = "ConstrainedInstructions-v0"
     game_args: dict = field(default_factory=dict)
     """Extra game settings, e.g. {task: ..., template: ...}."""
     algorithm: str = "lsp"
@@ -66,21 +73,36 @@ class TrainConfig:
     """KL(pi || pi_ref) coefficient."""
     challenger_weight: float = 1.0
     """Alpha_ch."""
-    lr: float = 3e-6
+    lr: float = 1e-4
     batch_size: int = 4
     """Groups per micro-batch."""
     grad_accumulation: int = 2
     """Micro-batches per optimizer step."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
+    # LoRA (PEFT)
+    lora_rank: int = 16
+    """LoRA rank; 0 trains every weight. With LoRA the reference and the self-judges are the base weights
+    (the adapter switched off) and checkpoints hold the adapter only."""
+    lora_alpha: float = 32.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
     # Sampling
-    max_new_tokens: int = 64
+    max_new_tokens: int = 80
     temperature: float = 1.0
     top_p: float = 1.0
+    min_p: float = 0.1
+    """Drop tokens below min_p times the most likely one's probability. The trainer's log-probs are those of
+    this distribution (temperature, min_p and top_p applied), and the KL is taken to the reference model under
+    the same settings."""
     judge_max_new_tokens: int = 96
     """Self-judge output length in "generate" mode."""
+    # Held-out evaluation
+    eval_suite: str | None = "if-heldout"
+    """A held-out instruction-following suite (e.g. if-heldout) answered greedily before and after training;
+    its strict pass rates are printed and saved to eval.json. None: no evaluation."""
+    eval_max_new_tokens: int = 128
     # Run
-    iterations: int = 3
+    iterations: int = 8
     time_limit_minutes: float | None = None
     """Wall-clock budget: stop (and checkpoint) after the first iteration that ends past it, even before
     `iterations`. Counted from the start of this process, so a resumed run gets a fresh budget."""
@@ -102,6 +124,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ValueError("time_limit_minutes must be positive")
+        if self.lora_rank < 0:
+            raise ValueError("lora_rank must be 0 (no LoRA) or positive")
+        if not (0 <= self.min_p < 1 and 0 < self.top_p <= 1 and self.temperature >= 0):
+            raise ValueError("need temperature >= 0, 0 < top_p <= 1 and 0 <= min_p < 1")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be float32 or bfloat16")
 

@@ -26,10 +26,14 @@ from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from agents.sync import WeightSync
 from algorithms import checkpoint, registration
-from algorithms.base import GROUP_KEY, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS
-from algorithms.batch import episode_breakdown, fill_reference_log_probs, make_batch, rollout_rows
+from agents.logprobs import token_log_probs
+from agents.lora import add_lora, base_weights, has_adapter
+from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS,
+                             TOKENS)
+from algorithms.batch import episode_breakdown, make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
+from algorithms.evaluation.suite import evaluate_policy, load_suite
 from algorithms.run_log import RunLog, plot_curves
 from lsp_env.guards import trigger_counts
 from lsp_env.outcomes import outcome_rates
@@ -46,22 +50,38 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_iteration = 0
+        # Settings that cannot work fail here, before any model loads.
+        self.suite = load_suite(config.eval_suite) if config.eval_suite else None
+        self.algorithm_class = registration.resolve(config.algorithm)
+        if self.algorithm_class.self_reward and not _takes_quality_judge(config.game):
+            raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
+                             f"takes no quality_judge; use lsp-zero, or a game with one (LanguageSelfPlay-v0, "
+                             f"ConstrainedInstructions-v0)")
         torch.manual_seed(config.seed)
         dtype = getattr(torch, config.dtype)
         model_path = resolve_model(config.model)
         self.model, self.tokenizer = load_model(model_path, dtype=dtype, device=config.device)
-        reference_model, _ = load_model(model_path, dtype=dtype, device=config.device)
-        self.reference = HFPolicy(reference_model.requires_grad_(False).eval(), self.tokenizer)
+        if config.lora_rank:
+            self.model = add_lora(self.model, config.lora_rank, config.lora_alpha, config.lora_target_modules,
+                                  config.model)
+            self.reference_model = self.model  # used under `base_weights`: the adapter switched off
+        else:
+            self.reference_model = load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
         self.policy = policy if policy is not None else make_policy(
             config.engine, self.model, self.tokenizer, model_path=model_path, dtype=config.dtype,
             device=config.device, seed=config.seed, server_url=config.server_url,
             server_timeout_s=config.server_timeout_s)
+        shares_model = config.lora_rank and isinstance(self.policy, HFPolicy) and self.policy.model is self.model
+        shared_lock = self.policy._lock if shares_model else None  # one model, adapter on for one, off for the other
+        self.reference = HFPolicy(self.reference_model, self.tokenizer, base_only=bool(config.lora_rank),
+                                  lock=shared_lock, autocast=torch.bfloat16 if config.autocast else None)
         self.weight_sync = WeightSync(self.policy, self.model, self.tokenizer, config.sync_tolerance,
                                       config.sync_timeout_s)
         self.weight_sync(push=False)  # the engine must start from the trainer's weights
-        self.algorithm_class = registration.resolve(config.algorithm)
-        self.loss = self.algorithm_class(self.model, **self._algorithm_settings())
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
+        self.loss = self.algorithm_class(self.model, sampling=self.sampling, **self._algorithm_settings())
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.judges = self._judges() if judges is None else judges
         env = self._make_env()
         self.roles = list(env.possible_agents)
@@ -85,7 +105,8 @@ class Trainer:
         return make_game(self.config.game, self.judges, self.config.game_args)
 
     def _players(self) -> dict:
-        params = SamplingParams(self.config.max_new_tokens, self.config.temperature, self.config.top_p)
+        params = SamplingParams(self.config.max_new_tokens, self.config.temperature, self.config.top_p,
+                                self.config.min_p)
         env = self._make_env()
         players = {}
         for role in env.possible_agents:
@@ -98,13 +119,24 @@ class Trainer:
     # --- resume -----------------------------------------------------------------
     @classmethod
     def resume(cls, run_dir: Path, judges: dict | None = None, **overrides) -> "Trainer":
-        """Continue the run in `run_dir` from its latest checkpoint (`overrides` change its config)."""
-        path = checkpoint.latest_checkpoint(run_dir)
+        """Continue the run in `run_dir` from its newest intact checkpoint (`overrides` change its config),
+        warning about each newer, damaged one it skips."""
+        import warnings
+
+        path, skipped = checkpoint.newest_valid_checkpoint(run_dir)
+        for line in skipped:
+            warnings.warn(line, stacklevel=2)
         state = checkpoint.load_trainer_state(path)
         config = TrainConfig.from_yaml(path / "config.yaml", **overrides)
         trainer = cls(config, run_dir, judges)
-        weights, _ = load_model(str(path / "model"), dtype=getattr(torch, config.dtype), device=config.device)
-        trainer.model.load_state_dict(weights.state_dict())
+        if has_adapter(trainer.model):
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(trainer.model, load_file(path / "model" / "adapter_model.safetensors"))
+        else:
+            weights, _ = load_model(str(path / "model"), dtype=getattr(torch, config.dtype), device=config.device)
+            trainer.model.load_state_dict(weights.state_dict())
         trainer.weight_sync()
         trainer.optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
@@ -119,6 +151,8 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.config.to_yaml(self.run_dir / "config.yaml")
+        if self.suite and self.start_iteration == 0:
+            self.evaluate_heldout("before")
         log = RunLog(self.run_dir)
         started = time.perf_counter()
         limit_s = None if self.config.time_limit_minutes is None else 60 * self.config.time_limit_minutes
@@ -144,7 +178,26 @@ class Trainer:
         finally:
             log.close()
         plot_curves(self.run_dir)
+        if self.suite:
+            self.evaluate_heldout("after")
         return self.run_dir
+
+    def evaluate_heldout(self, when: str) -> float:
+        """Strict pass rate of the current policy on `config.eval_suite` (greedy); printed and saved to eval.json."""
+        import json
+
+        suite = self.suite
+        params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
+        score, _ = evaluate_policy(self.policy, suite, params)
+        path = self.run_dir / "eval.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results[when] = {"suite": suite.name, "prompts": len(suite.items), **score.as_dict()}
+        path.write_text(json.dumps(results, indent=1))
+        line = f"held-out {suite.name} ({len(suite.items)} prompts), {when} training: strict pass {score.strict:.1%}"
+        if when == "after" and "before" in results:
+            line += f" (before: {results['before']['strict']:.1%})"
+        print(line, flush=True)
+        return score.strict
 
     def iteration(self, iteration: int) -> tuple[dict, Rollout]:
         """One collect/update/sync step; returns its metrics and rollout."""
@@ -156,7 +209,7 @@ class Trainer:
         batch = make_batch(rows, self.roles, self._pad_id())
 
         tick = time.perf_counter()
-        fill_reference_log_probs(batch, rows, self.reference)
+        self._fill_reference_log_probs(batch)
         reference_time = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -181,6 +234,15 @@ class Trainer:
         })
         return metrics, rollout
 
+    @torch.no_grad()
+    def _fill_reference_log_probs(self, batch) -> None:
+        """The reference model's log-probs of the sampled tokens under the same sampling settings, so that
+        the KL compares like with like (and is exactly 0 while the policy equals the reference)."""
+        with base_weights(self.reference_model), self._autocast():
+            batch.set(REF_LOG_PROBS, token_log_probs(self.reference_model.eval(), batch.get(TOKENS),
+                                                     batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK),
+                                                     self.sampling))
+
     def _optimizer_step(self, batch) -> dict:
         """Gradient accumulation over micro-batches of `batch_size` groups, then one step."""
         self.model.train()
@@ -190,7 +252,8 @@ class Trainer:
         for chunk in groups.split(self.config.batch_size):
             rows = torch.isin(batch.get(GROUP_KEY), chunk)
             share = float(rows.sum()) / len(batch)
-            output = self.loss(batch[rows])
+            with self._autocast():
+                output = self.loss(batch[rows])
             objective = output.loss_objective
             penalty = getattr(output, "loss_kl_to_ref", None)
             total = objective + (penalty if penalty is not None else 0.0)
@@ -200,10 +263,14 @@ class Trainer:
             kl = getattr(output, "kl_to_ref", None)
             totals["kl"] += float(kl) * share if kl is not None else 0.0
             totals["sampler_gap"] += float(output.kl_approx) * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.model.eval()
         return {f"loss/{k}": v for k, v in totals.items()} | {"loss/grad_norm": float(grad_norm)}
+
+    def _autocast(self):
+        return torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
 
     def _metrics(self, rollout: Rollout, batch, losses: dict) -> dict:
         metrics = dict(losses)
@@ -254,6 +321,14 @@ def make_game(game: str, judges: dict, game_args: dict):
     return lsp_env.make(game, **judges, **game_args)
 
 
+def _takes_quality_judge(game: str) -> bool:
+    """Whether a registered game's constructor accepts a quality judge (unknown games are left to `make`)."""
+    if game not in lsp_env.registry:
+        return True
+    accepted = _accepted_kwargs(lsp_env.registry[game].entry_point)
+    return accepted is None or "quality_judge" in accepted
+
+
 def _accepted_kwargs(entry_point) -> set[str] | None:
     """Constructor parameter names of a game class (None if it takes **kwargs)."""
     target = entry_point
@@ -272,9 +347,23 @@ def _new_run_dir(config: TrainConfig) -> Path:
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop metric lines logged after the checkpoint we resume from."""
-    if path.exists():
-        import json
+    """Drop metric lines logged after the checkpoint we resume from. A torn last line (what a killed run
+    leaves) is dropped with a warning; a damaged line before it raises `CheckpointError`."""
+    if not path.exists():
+        return
+    import json
+    import warnings
 
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
-        path.write_text("".join(line + "\n" for line in keep))
+    lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+             if line.strip()]
+    keep = []
+    for number, line in lines:
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError) as error:
+            if number != lines[-1][0]:
+                raise checkpoint.CheckpointError(f"{path} line {number} is damaged ({error}); only a torn last "
+                                                 f"line can be dropped, so fix or delete it by hand") from error
+            warnings.warn(f"{path}: dropped its torn last line {number} ({error})", stacklevel=2)
+    path.write_text("".join(line + "\n" for line in keep))

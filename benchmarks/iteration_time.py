@@ -39,6 +39,7 @@ class Settings:
 def measure(settings: Settings) -> list[dict]:
     """The metrics of each measured iteration (after the warm-up)."""
     config = TrainConfig(model=settings.model, algorithm=settings.algorithm, engine=settings.engine,
+                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
                          dtype=settings.dtype, num_queries=settings.num_queries, group_size=settings.group_size,
                          batch_size=settings.num_queries // 2, grad_accumulation=2,
                          max_new_tokens=settings.max_new_tokens, iterations=settings.warmup + settings.iterations,

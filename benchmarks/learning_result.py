@@ -1,18 +1,18 @@
-"""The learning result: train `lsp` and `lsp-zero` for the same wall-clock budget and compare both with the
-base model.
+"""The learning result: train `lsp` and `lsp-zero` with the CPU recipe, one after the other on the whole machine,
+and compare each final model with the base on the held-out instruction-following suite.
 
-    python -m benchmarks.learning_result --time_limit_minutes 62
+    python -m benchmarks.learning_result --time_limit_minutes 120
 
-Each algorithm trains in its own `lsp train` process, with the same seed and settings (`train_args`); by default
-the runs share the machine, each on an equal share of its cores. Each final checkpoint is then evaluated against
-the base model with `lsp eval`: win rate on the bundled held-out prompts under each of `judges`, and accuracy on
-a held-out set of `ConstrainedInstructions-v0` moves (written once, shared by both runs). Prints a Markdown table
-and writes `curves.png` (both runs' curves, smoothed) to `output`.
+Each algorithm trains in its own `lsp train --config RECIPE` process with the same seed. Each final adapter is
+then evaluated against the base model with `lsp eval`: the strict pass rate on the held-out suite (`suite`,
+never read by training) with a paired 95% CI, and the pairwise win rate on the bundled open-ended prompts (a
+check that general answers did not get worse). The final adapters, metrics, held-out reports and a plot of both
+runs go to `results`, so the result can be checked without retraining.
 """
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -20,76 +20,77 @@ from pathlib import Path
 
 from jsonargparse import auto_cli
 
-from algorithms.run_log import plot_runs
+from algorithms.checkpoint import latest_checkpoint
+from algorithms.run_log import plot_runs, read_metrics
 from lsp.evaluate import EvalConfig, evaluate
+
+RECIPE = str(Path(__file__).resolve().parent.parent / "recipes" / "instruction-following-cpu.yaml")
 
 
 @dataclass
 class Settings:
     algorithms: list[str] = field(default_factory=lambda: ["lsp", "lsp-zero"])
-    time_limit_minutes: float = 62.0
+    recipe: str = RECIPE
+    time_limit_minutes: float = 120.0
     """Training budget of each run."""
-    train_args: list[str] = field(default_factory=lambda: [
-        "--engine", "hf", "--iterations", "100000", "--num_queries", "4", "--batch_size", "2",
-        "--grad_accumulation", "2", "--group_size", "4", "--max_new_tokens", "48", "--lr", "1e-5",
-        "--algorithm_args", "{normalize_advantages: true}", "--save_every", "5", "--seed", "0"])
+    train_args: list[str] = field(default_factory=list)
     """Extra `lsp train` flags, the same for every algorithm."""
-    parallel: bool = True
-    """Train all algorithms at once, each on an equal share of the cores (else one after another)."""
-    judges: list[str] = field(default_factory=lambda: ["pairwise", "helpfulness"])
-    """Win-rate judges (see `lsp eval --help`)."""
-    verifiable_game: str = "ConstrainedInstructions-v0"
-    heldout_size: int = 50
-    """Held-out moves of the verifiable game."""
+    suite: str = "if-heldout"
+    winrate_judge: str = "pairwise"
     eval_max_new_tokens: int = 128
-    """Answer length in the evaluations."""
     output: str = "runs/learning"
+    results: str = "benchmarks/results/learning"
+    """Where the final adapters, metrics and reports are copied."""
 
 
-def train(settings: Settings) -> dict[str, Path]:
-    """Run `lsp train` once per algorithm; returns algorithm -> run folder."""
-    output = Path(settings.output)
-    threads = max(1, len(os.sched_getaffinity(0)) // (len(settings.algorithms) if settings.parallel else 1))
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    processes = {}
-    for algorithm in settings.algorithms:
-        command = [sys.executable, "-m", "lsp.cli", "train", "--algorithm", algorithm, *settings.train_args,
-                   "--time_limit_minutes", str(settings.time_limit_minutes), "--output", str(output / algorithm)]
-        log = open(output / f"{algorithm}.log", "w")
-        processes[algorithm] = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
-        if not settings.parallel:
-            processes[algorithm].wait()
-    for algorithm, process in processes.items():
-        if process.wait() != 0:
-            raise RuntimeError(f"training {algorithm} failed; see {output / f'{algorithm}.log'}")
-    return {algorithm: max((output / algorithm).iterdir()) for algorithm in settings.algorithms}
+def train(settings: Settings, algorithm: str) -> Path:
+    """One `lsp train` run of the recipe; returns its run folder."""
+    output = Path(settings.output) / algorithm
+    output.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "lsp.cli", "train", "--config", settings.recipe, "--algorithm", algorithm,
+               "--time_limit_minutes", str(settings.time_limit_minutes), "--output", str(output),
+               *settings.train_args]
+    with open(Path(settings.output) / f"{algorithm}.log", "w") as log:
+        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise RuntimeError(f"training {algorithm} failed; see {log.name}")
+    return max(output.iterdir(), key=lambda path: path.stat().st_mtime)
+
+
+def keep(settings: Settings, algorithm: str, run_dir: Path, reports: dict[str, Path]) -> None:
+    """Copy the final adapter, the metrics and the evaluation reports into `results/ALGORITHM/`."""
+    target = Path(settings.results) / algorithm
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(latest_checkpoint(run_dir) / "model", target)
+    for name in ("metrics.jsonl", "config.yaml", "eval.json"):
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, target / name)
+    for name, folder in reports.items():
+        shutil.copy(folder / "report.json", target / f"{name}.report.json")
 
 
 def run(settings: Settings) -> str:
-    output = Path(settings.output)
-    output.mkdir(parents=True, exist_ok=True)
-    runs = train(settings)
-    lines = ["| algorithm | iterations | judge | win rate vs base (95% CI) | wins / ties / losses |",
-             "|---|---|---|---|---|"]
-    accuracy = {}
-    for algorithm, run_dir in runs.items():
-        iterations = len((run_dir / "metrics.jsonl").read_text().splitlines())
-        for judge in settings.judges:
-            folder = evaluate(EvalConfig(model=str(run_dir), judge=judge, max_new_tokens=settings.eval_max_new_tokens,
-                                           output=str(output / "evals")))
-            result = json.loads((folder / "report.json").read_text())["winrate"]
-            lines.append(f"| {algorithm} | {iterations} | {judge} | {result['win_rate']:.1%} "
-                         f"({result['ci_low']:.1%} - {result['ci_high']:.1%}) | "
-                         f"{result['wins']} / {result['ties']} / {result['losses']} |")
-        folder = evaluate(EvalConfig(mode="verifiable", game=settings.verifiable_game, model=str(run_dir),
-                                     heldout=str(output / "verifiable_heldout.json"), heldout_size=settings.heldout_size,
-                                     max_new_tokens=settings.eval_max_new_tokens, output=str(output / "evals")))
-        accuracy[algorithm] = json.loads((folder / "report.json").read_text())["accuracy"]
-    lines += ["", f"| model | {settings.verifiable_game} accuracy (95% CI) |", "|---|---|"]
-    base = next(iter(accuracy.values()))["baseline"]
-    for name, result in [("base", base)] + [(a, r["candidate"]) for a, r in accuracy.items()]:
-        lines.append(f"| {name} | {result['accuracy']:.1%} ({result['ci_low']:.1%} - {result['ci_high']:.1%}) |")
-    plot_runs(runs, output / "curves.png", smooth=5)
+    Path(settings.output).mkdir(parents=True, exist_ok=True)
+    lines = ["| algorithm | iterations | held-out strict pass: base -> trained (paired difference, 95% CI) "
+             f"| win rate vs base ({settings.winrate_judge}, 95% CI) | final KL |", "|---|---|---|---|---|"]
+    runs = {}
+    for algorithm in settings.algorithms:
+        runs[algorithm] = run_dir = train(settings, algorithm)
+        suite = evaluate(EvalConfig(mode="verifiable", suite=settings.suite, model=str(run_dir),
+                                    max_new_tokens=settings.eval_max_new_tokens,
+                                    output=str(Path(settings.output) / "evals")))
+        winrate = evaluate(EvalConfig(model=str(run_dir), judge=settings.winrate_judge,
+                                      max_new_tokens=settings.eval_max_new_tokens,
+                                      output=str(Path(settings.output) / "evals")))
+        keep(settings, algorithm, run_dir, {"heldout": suite, "winrate": winrate})
+        heldout = json.loads((suite / "report.json").read_text())
+        win = json.loads((winrate / "report.json").read_text())["winrate"]
+        metrics = read_metrics(run_dir)
+        base, trained = heldout["scores"]["baseline"]["strict"], heldout["scores"]["candidate"]["strict"]
+        difference = heldout["difference"]
+        lines.append(f"| {algorithm} | {len(metrics)} | {base:.1%} -> {trained:.1%} ({difference['mean']:+.1%}, "
+                     f"{difference['ci_low']:+.1%} to {difference['ci_high']:+.1%}) | {win['win_rate']:.1%} "
+                     f"({win['ci_low']:.1%} - {win['ci_high']:.1%}) | {metrics[-1].get('loss/kl', float('nan')):.4f} |")
+    plot_runs(runs, Path(settings.results) / "curves.png", smooth=5)
     return "\n".join(lines)
 
 

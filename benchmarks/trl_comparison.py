@@ -57,6 +57,7 @@ def ours(settings: Settings) -> tuple[list[float], str]:
     from algorithms.trainer import Trainer
 
     config = TrainConfig(model=settings.model, engine=settings.engine, algorithm="grpo", prompts=SAMPLE_PROMPTS,
+                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
                          num_queries=settings.num_prompts, group_size=settings.group_size,
                          batch_size=settings.num_prompts // 2, grad_accumulation=2, lr=settings.lr,
                          beta=settings.beta, max_new_tokens=settings.max_new_tokens,

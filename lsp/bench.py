@@ -17,6 +17,8 @@ BENCHMARKS = {
     "collector-overhead": "benchmarks.collector_overhead",
     "trl-comparison": "benchmarks.trl_comparison",
     "learning-result": "benchmarks.learning_result",
+    "sampling-sweep": "benchmarks.sampling_sweep",
+    "lora-sync": "benchmarks.lora_sync",
 }
 
 

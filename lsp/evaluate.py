@@ -5,7 +5,8 @@ folder inside `output`:
 - `winrate`: pairwise win rate on AlpacaEval-style prompts (outputs and
   judgements are also written in AlpacaEval's format);
 - `verifiable`: accuracy on a fixed held-out set of challenger moves of a
-  verifiable game;
+  verifiable game, or strict pass rates on a bundled held-out
+  instruction-following suite (`--suite if-heldout`);
 - `league`: the checkpoints of one run play each other; Elo ratings.
 """
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import yaml
 from rich.console import Console
 
+from agents.lora import is_adapter_folder
 from agents.models import DEFAULT_MODEL
 from agents.policy import SamplingParams
-from algorithms.evaluation import alpaca, league, report, verifiable, winrate
+from algorithms.evaluation import alpaca, league, report, suite, verifiable, winrate
 from algorithms.evaluation.pairwise import build_pairwise_judge
 
 DEFAULT_VERIFIABLE_GAME = "ConstrainedInstructions-v0"
@@ -34,7 +36,10 @@ class EvalConfig:
 
     mode: Literal["winrate", "verifiable", "league"] = "winrate"
     model: str = DEFAULT_MODEL
-    """The candidate: alias, Hugging Face id, model folder, checkpoint folder, or run folder (its latest checkpoint)."""
+    """The candidate: alias, Hugging Face id, model folder, LoRA adapter folder, checkpoint folder, or run folder
+    (its latest checkpoint)."""
+    adapter: str | None = None
+    """A LoRA adapter folder (PEFT format) loaded onto the candidate `model`."""
     baseline: str = DEFAULT_MODEL
     """What the candidate is compared with (winrate, verifiable)."""
     run: str | None = None
@@ -58,6 +63,8 @@ class EvalConfig:
     heldout_model: str = DEFAULT_MODEL
     """verifiable: the model that writes the held-out challenger moves."""
     heldout_size: int = 50
+    suite: str | None = None
+    """verifiable: a bundled held-out suite name (if-heldout) or a JSONL path; replaces the game's held-out set."""
     matches: int = 4
     """league: matches per pair of players (each is two games with swapped roles)."""
     max_players: int = 6
@@ -96,7 +103,7 @@ def model_folder(name: str) -> str:
     path = Path(name).expanduser()
     if (path / "checkpoints").is_dir():
         return str(latest_checkpoint(path) / "model")
-    if (path / "model" / "config.json").is_file():
+    if (path / "model" / "config.json").is_file() or is_adapter_folder(path / "model"):
         return str(path / "model")
     return name
 
@@ -114,10 +121,12 @@ def _loader(config: EvalConfig, console: Console):
     import torch
 
     from agents.hf import HFPolicy
+    from agents.models import load_model
 
     def load(name: str) -> HFPolicy:
+        adapter = config.adapter if name == config.model else None
         with console.status(f"loading {name} ..."):
-            return HFPolicy.from_pretrained(model_folder(name), dtype=getattr(torch, config.dtype), device=config.device)
+            return HFPolicy(*load_model(model_folder(name), getattr(torch, config.dtype), config.device, adapter))
 
     return load
 
@@ -183,6 +192,8 @@ def _annotations(comparisons: list[winrate.Comparison], names: tuple[str, str], 
 
 
 def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    if config.suite:
+        return _suite(config, folder, console)
     from algorithms.trainer import make_game
 
     game = config.game or DEFAULT_VERIFIABLE_GAME
@@ -227,6 +238,39 @@ def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dic
     return {"game": game, "heldout": str(heldout_path), "heldout_model": heldout.model,
             "accuracy": {role: {"model": labels[role], **result.as_dict()} for role, result in results.items()},
             "difference": difference.as_dict(), "answers": answers}, markdown, headline
+
+
+def _suite(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    import torch
+
+    held_out = suite.load_suite(config.suite)
+    load = _loader(config, console)
+    params = SamplingParams(config.max_new_tokens, config.temperature)
+    scores, graded = {}, {}
+    for role, name in (("candidate", config.model), ("baseline", config.baseline)):
+        policy = load(name)
+        torch.manual_seed(config.seed)
+        with console.status(f"{role} answering {len(held_out.items)} {held_out.name} prompts ..."):
+            scores[role], graded[role] = suite.evaluate_policy(policy, held_out, params)
+        policy.close()
+    strict = {role: [float(item["strict"]) for item in items] for role, items in graded.items()}
+    difference = suite.paired_difference(strict["candidate"], strict["baseline"])
+    labels = {"candidate": generator_name(config.model), "baseline": generator_name(config.baseline)}
+    named = {f"{labels[role]} ({role})": score for role, score in scores.items()}
+    intervals = [verifiable.accuracy(values, resamples=config.resamples, seed=config.seed)
+                 for values in strict.values()]
+    report.plot_intervals(folder / "strict_pass.png", [f"{labels[role]}\n({role})" for role in scores],
+                          [r.accuracy for r in intervals], [r.ci_low for r in intervals],
+                          [r.ci_high for r in intervals], "strict pass (%)",
+                          f"{held_out.name}, {len(held_out.items)} prompts (95% bootstrap CI)")
+    markdown = report.suite_markdown(held_out.name, named, difference, "strict_pass.png")
+    headline = (f"strict pass on {held_out.name} ({len(held_out.items)} prompts): candidate "
+                f"{scores['candidate'].strict:.1%}, baseline {scores['baseline'].strict:.1%}, difference "
+                f"{100 * difference.mean:+.1f} pts ({difference.confidence:.0%} CI {100 * difference.ci_low:+.1f} "
+                f"to {100 * difference.ci_high:+.1f})")
+    return {"suite": held_out.name, "prompts": len(held_out.items),
+            "scores": {role: {"model": labels[role], **score.as_dict()} for role, score in scores.items()},
+            "difference": difference.as_dict(), "answers": graded}, markdown, headline
 
 
 def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:

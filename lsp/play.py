@@ -9,6 +9,7 @@ from rich.panel import Panel
 from agents import LLMAgent, SamplingParams
 from agents.hf import HFPolicy
 from agents.judges import build_judge
+from agents.models import load_model
 from algorithms.collector import Collector, Rollout
 from algorithms.trainer import make_game
 
@@ -20,7 +21,9 @@ class PlayConfig:
 
     game: str = "LanguageSelfPlay-v0"
     model: str = "smollm2-135m-instruct"
-    """Alias, Hugging Face id or local folder."""
+    """Alias, Hugging Face id, local folder, or a LoRA adapter folder (its base model is loaded)."""
+    adapter: str | None = None
+    """A LoRA adapter folder (PEFT format) to load onto `model`."""
     seed: int = 0
     answers: int = 2
     """Solver answers to the one query (G)."""
@@ -41,7 +44,7 @@ def play(config: PlayConfig, console: Console | None = None) -> Rollout:
     console = console or Console()
     torch.manual_seed(config.seed)
     with console.status(f"loading {config.model} ..."):
-        policy = HFPolicy.from_pretrained(config.model)
+        policy = HFPolicy(*load_model(config.model, adapter=config.adapter))
     judges = {"judge": build_judge(config.judge, policy, mode=config.judge_mode),
               "quality_judge": build_judge(config.quality_judge, policy, mode=config.judge_mode)}
     env = make_game(config.game, judges, {})

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from algorithms.evaluation.league import Rating
+from algorithms.evaluation.suite import PairedDifference, SuiteScore
 from algorithms.evaluation.verifiable import Accuracy
 from algorithms.evaluation.winrate import WinRate
 
@@ -50,6 +51,25 @@ def accuracy_markdown(game: str, results: dict[str, Accuracy], difference: Accur
     return (f"# Verifiable accuracy on {game}\n\n{table(['model', 'accuracy', '95% CI', 'items'], rows)}\n\n"
             f"Candidate minus baseline: {gap}.\n\nHeld-out challenger moves: `{heldout}`.\n\n"
             f"![accuracy]({plot})\n")
+
+
+def suite_markdown(suite: str, scores: dict[str, SuiteScore], difference: PairedDifference, plot: str) -> str:
+    """Pass rates of each model on a held-out suite, the paired difference of strict passes, and a row per kind."""
+    rows = [[name, percent(s.strict), percent(s.constraint_level), s.prompts] for name, s in scores.items()]
+    kinds = sorted({kind for s in scores.values() for kind in s.per_kind})
+    per_kind = [[kind] + [_met(s.per_kind.get(kind, (0, 0))) for s in scores.values()] for kind in kinds]
+    gap = (f"{100 * difference.mean:+.1f} points ({difference.confidence:.0%} CI {100 * difference.ci_low:+.1f} to "
+           f"{100 * difference.ci_high:+.1f}, normal approximation over paired prompts); candidate better on "
+           f"{difference.wins} prompts, worse on {difference.losses}")
+    return (f"# Instruction following on {suite}\n\n"
+            f"{table(['model', 'strict pass', 'constraint level', 'prompts'], rows)}\n\n"
+            f"Strict pass: every constraint of the prompt met. Candidate minus baseline: {gap}.\n\n"
+            f"## Per kind (met / total)\n\n{table(['kind', *scores], per_kind)}\n\n![strict pass]({plot})\n")
+
+
+def _met(counts: tuple[int, int]) -> str:
+    met, total = counts
+    return f"{met}/{total} ({percent(met / total)})" if total else "–"
 
 
 def league_markdown(game: str, ratings: Sequence[Rating], scores: dict[str, dict[str, float]], matches: int,

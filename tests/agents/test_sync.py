@@ -36,7 +36,7 @@ class FailingPolicy(HFPolicy):
 
 def test_sync_into_a_shared_model_reports_a_zero_gap(trainer_model):
     model, tokenizer = trainer_model
-    policy = HFPolicy(model, tokenizer, max_wait_s=0.0)
+    policy = FailingPolicy(model, tokenizer, max_wait_s=0.0)  # shares the model, so nothing is pushed
     sync = WeightSync(policy, model, tokenizer)
     assert sync.tolerance == DEFAULT_TOLERANCE[torch.float32] == 0.05
     report = sync()
@@ -73,7 +73,7 @@ def test_an_engine_with_other_weights_fails_verification_with_a_clear_error(trai
 
 def test_a_hung_engine_raises_within_the_timeout(trainer_model):
     model, tokenizer = trainer_model
-    policy = SlowPolicy(model, tokenizer)
+    policy = SlowPolicy(tiny_model(seed=0)[0], tokenizer)  # its own copy: an engine sharing the model gets no push
     sync = WeightSync(policy, model, tokenizer, timeout_s=0.5)
     start = time.monotonic()
     with pytest.raises(WeightSyncTimeout, match=r"pushing the weights into the hf engine did not finish within 0.5 s"):
@@ -85,7 +85,7 @@ def test_a_hung_engine_raises_within_the_timeout(trainer_model):
 
 def test_an_engine_error_is_raised_to_the_trainer(trainer_model):
     model, tokenizer = trainer_model
-    policy = FailingPolicy(model, tokenizer)
+    policy = FailingPolicy(tiny_model(seed=0)[0], tokenizer)
     with pytest.raises(RuntimeError, match="engine exploded"):
         WeightSync(policy, model, tokenizer)()
     policy.close()

@@ -11,9 +11,11 @@ import torch
 from agents.engines import make_policy
 from agents.hf import HFPolicy
 from agents.judges import FunctionJudge
+from agents.logprobs import completion_log_probs
+from agents.lora import ALL_LINEAR, add_lora
 from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.policy import SamplingParams
-from agents.sync import WeightSync
+from agents.sync import WeightSync, WeightSyncError
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
 
@@ -69,13 +71,17 @@ def test_greedy_generations_agree_with_hf(engine, hf):
     assert answer.token_ids[-1] == engine.tokenizer.eos_token_id  # kept, as the hf engine keeps it
 
 
-def test_log_probs_are_raw_and_match_the_trainers(engine, hf):
-    tempered = SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9)
-    completions = engine.generate(CHATS[2], n=2, params=tempered)
+@pytest.mark.parametrize("params", [SamplingParams(12, 0.7, 0.9), SamplingParams(12, 1.0, 1.0, 0.1)])
+def test_sampled_log_probs_are_the_sampled_distributions_and_match_the_trainers(engine, hf, params):
+    """Sampled tokens' log-probs are those of the tempered, truncated distribution, as the trainer computes them;
+    `score` gives the raw model's."""
+    completions = engine.generate(CHATS[2], n=2, params=params)
     prompts, tokens = [c.prompt_ids for c in completions], [c.token_ids for c in completions]
     for sampled, scored, reference in zip(completions, engine.score(prompts, tokens), hf.score(prompts, tokens)):
-        assert sampled.logprobs == pytest.approx(scored, abs=1e-3)  # untempered, like `score`
+        trainer = completion_log_probs(hf.model, sampled.prompt_ids, sampled.token_ids, params)
+        assert sampled.logprobs == pytest.approx(trainer, abs=2e-3)
         assert scored == pytest.approx(reference, abs=1e-3)
+        assert sampled.logprobs != pytest.approx(scored, abs=1e-3)  # the processed distribution, not the raw one
     assert engine.score([prompts[0]], [[]]) == [[]]
     digits = [engine.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
     assert engine.next_token_logprobs(prompts[0], digits) == pytest.approx(
@@ -131,6 +137,7 @@ def test_weight_update_changes_outputs_and_matches_the_trainer(engine, restore_w
 
 def test_trainer_runs_unchanged_on_the_vllm_engine(engine, tmp_path, restore_weights):
     config = TrainConfig(model=DEFAULT_MODEL, engine="vllm", algorithm="lsp-zero", num_queries=2, group_size=2,
+                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
                          batch_size=1, grad_accumulation=2, max_new_tokens=8, iterations=2, lr=1e-4,
                          output=str(tmp_path), save_every=100)
     judge = FunctionJudge(lambda query, answer: answer.count(" ") / max(len(answer), 1), name="spaces")
@@ -140,3 +147,21 @@ def test_trainer_runs_unchanged_on_the_vllm_engine(engine, tmp_path, restore_wei
         assert record["sync/max_logprob_gap"] < 1e-3
         assert 0 < record["time/sync"] < record["time/iteration"]
     trainer.reference.close()
+
+
+def test_weight_sync_of_a_lora_model_is_verified(engine, hf):
+    """A LoRA model's merged weights go into vLLM, which then matches the trainer's log-probs; then restore."""
+    model, _ = load_model(resolve_model())
+    model = add_lora(model, rank=8, alpha=16, target_modules=ALL_LINEAR, base_name=DEFAULT_MODEL)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.02)  # an adapter that changes the outputs
+    sync = WeightSync(engine, model, hf.tokenizer)
+    try:
+        report = sync()
+        assert report.max_abs_diff < 1e-3
+        base = WeightSync(engine, hf.model, hf.tokenizer, tolerance=1e-3)
+        with pytest.raises(WeightSyncError, match="differ"):
+            base(push=False)  # the engine now serves the adapted weights, not the base
+    finally:
+        WeightSync(engine, hf.model, hf.tokenizer)()

@@ -18,7 +18,7 @@ def test_game_trains_two_iterations_from_the_cli(game, tiny_path, tmp_path):
     algorithm, metric = GAMES[game]
     code = main(["train", "--game", game, "--algorithm", algorithm, "--engine", "hf", "--model", tiny_path,
                  "--num_queries", "2", "--group_size", "2", "--batch_size", "1", "--grad_accumulation", "2",
-                 "--max_new_tokens", "8", "--iterations", "2", "--output", str(tmp_path)])
+                 "--max_new_tokens", "8", "--iterations", "2", "--eval_suite", "null", "--output", str(tmp_path)])
     assert code == 0
     (run_dir,) = tmp_path.iterdir()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

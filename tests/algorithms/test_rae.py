@@ -51,6 +51,7 @@ def test_other_algorithms_keep_no_extra_state():
 
 def config(tiny_path, output, iterations):
     return TrainConfig(model=tiny_path, engine="hf", game="TicTacToe-v0", algorithm="rae", num_queries=2,
+                       lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
                        group_size=2, batch_size=1, grad_accumulation=2, max_new_tokens=4, iterations=iterations,
                        lr=1e-3, output=str(output), save_every=1, algorithm_args={"baseline_decay": 0.5})
 

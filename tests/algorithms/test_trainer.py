@@ -21,9 +21,9 @@ JUDGES = {"judge": FunctionJudge(space_fraction, name="spaces")}
 
 
 def tiny_config(tiny_path, tmp_path, **overrides) -> TrainConfig:
-    settings = dict(model=tiny_path, engine="hf", algorithm="lsp-zero", num_queries=2, group_size=2, batch_size=1,
-                    grad_accumulation=2, max_new_tokens=8, iterations=2, lr=1e-3, output=str(tmp_path),
-                    save_every=1)
+    settings = dict(model=tiny_path, engine="hf", game="LanguageSelfPlay-v0", algorithm="lsp-zero", num_queries=2,
+                    group_size=2, batch_size=1, grad_accumulation=2, max_new_tokens=8, iterations=2, lr=1e-3,
+                    output=str(tmp_path), save_every=1, lora_rank=0, min_p=0.0, autocast=False, eval_suite=None)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -126,3 +126,30 @@ def test_reward_goes_up_on_a_programmatic_game(tiny_path, tmp_path):
     rewards = [r["judge/reward"] for r in metrics(run_dir)]
     early, late = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert late > early + 0.08, rewards
+
+
+def test_held_out_suite_is_answered_before_and_after_training(tiny_path, tmp_path, capsys):
+    suite = tmp_path / "small.jsonl"
+    suite.write_text("\n".join(json.dumps(item) for item in [
+        {"id": "a", "prompt": "Greet me.", "constraints": [{"kind": "all_lowercase"}]},
+        {"id": "b", "prompt": "Count.", "constraints": [{"kind": "max_words", "parameters": {"n": 3}}]},
+    ]) + "\n")
+    trainer = Trainer(tiny_config(tiny_path, tmp_path, iterations=1, eval_suite=str(suite), eval_max_new_tokens=4),
+                      judges=JUDGES)
+    run_dir = trainer.train(progress=False)
+    trainer.close()
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert set(results) == {"before", "after"}
+    assert results["after"]["prompts"] == 2 and 0 <= results["after"]["strict"] <= 1
+    output = capsys.readouterr().out
+    assert "before training: strict pass" in output and "after training: strict pass" in output
+
+
+def test_an_unknown_suite_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="no suite named"):
+        Trainer(TrainConfig(model=str(tmp_path / "no-model"), eval_suite="no-such-suite"))
+
+
+def test_lsp_on_a_game_without_a_quality_judge_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="takes no quality_judge"):
+        Trainer(TrainConfig(model=str(tmp_path / "no-model"), game="ArithmeticSelfPlay-v0", algorithm="lsp"))

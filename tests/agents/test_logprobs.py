@@ -1,0 +1,49 @@
+"""The trainer's log-probs are those of the distribution the engine sampled from."""
+import math
+
+import pytest
+import torch
+
+from agents.hf import HFPolicy
+from agents.logprobs import completion_log_probs, processed_log_probs
+from agents.models import tiny_model
+from agents.policy import SamplingParams
+
+
+def test_processed_log_probs_by_hand():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -3.0]])
+    target = torch.tensor([1])
+    raw = processed_log_probs(logits, target)
+    assert float(raw) == pytest.approx(1.0 - math.log(sum(math.exp(v) for v in (2, 1, 0, -3))))
+    tempered = processed_log_probs(logits, target, SamplingParams(temperature=0.5))
+    assert float(tempered) == pytest.approx(2.0 - math.log(sum(math.exp(2 * v) for v in (2, 1, 0, -3))))
+    # min_p 0.3 at T=1 keeps tokens with p >= 0.3 * p_max: e^1/e^2 = 0.37 stays, e^0/e^2 = 0.14 goes
+    kept = processed_log_probs(logits, target, SamplingParams(min_p=0.3))
+    assert float(kept) == pytest.approx(1.0 - math.log(math.exp(2) + math.exp(1)))
+    # top_p 0.8: p = [.66, .24, .09, .004]; the first two reach 0.8 only with the second included
+    nucleus = processed_log_probs(logits, target, SamplingParams(top_p=0.8))
+    assert float(nucleus) == pytest.approx(1.0 - math.log(math.exp(2) + math.exp(1)))
+    nucleus = processed_log_probs(logits, torch.tensor([0]), SamplingParams(top_p=0.5))
+    assert float(nucleus) == pytest.approx(0.0)  # only the top token is left
+    greedy = processed_log_probs(logits, target, SamplingParams(temperature=0.0, top_p=0.1))
+    assert float(greedy) == pytest.approx(float(raw))
+
+
+def test_a_target_outside_the_kept_set_stays_finite():
+    logits = torch.tensor([[5.0, 0.0, -5.0]])
+    value = processed_log_probs(logits, torch.tensor([2]), SamplingParams(min_p=0.5))
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(10, 0.7, 0.9), SamplingParams(10, 0.8, 1.0, 0.1),
+                                    SamplingParams(10, 1.0, 1.0)])
+def test_hf_engine_and_trainer_agree_under_the_sampling_settings(params):
+    model, tokenizer = tiny_model(seed=3)
+    policy = HFPolicy(model, tokenizer, max_wait_s=0.0)
+    torch.manual_seed(0)
+    completions = policy.generate([{"role": "user", "content": "Tell me about rivers."}], n=4, params=params)
+    policy.close()
+    for completion in completions:
+        trainer = completion_log_probs(model, completion.prompt_ids, completion.token_ids, params)
+        assert trainer == pytest.approx(completion.logprobs, abs=1e-4)
+        assert all(v <= 0 for v in completion.logprobs)
