@@ -116,10 +116,6 @@ class HFPolicy(Policy):
         with self._lock:
             self.model.load_state_dict(state_dict, strict=True)
 
-    def base_view(self) -> HFPolicy:
-        """A policy over the same model and lock that computes with the base weights (LoRA adapter off)."""
-        return HFPolicy(self.model, self._tokenizer, self.max_batch_size, base_only=True, lock=self._lock)
-
     def close(self) -> None:
         self._batcher.close()
         self._next_token_batcher.close()

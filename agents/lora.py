@@ -66,8 +66,8 @@ def adapter_base(path: str | Path) -> str:
     return json.loads((Path(path) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
 
 
-def load_adapter(model, path: str | Path, trainable: bool = False):
-    """`model` with the adapter in `path` (a `peft.PeftModel`)."""
+def load_adapter(model, path: str | Path):
+    """`model` with the adapter in `path` (a `peft.PeftModel`, frozen)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+    return PeftModel.from_pretrained(model, str(path))

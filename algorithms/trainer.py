@@ -22,12 +22,12 @@ from agents.agent import PromptAgent
 from agents.engines import make_policy
 from agents.hf import HFPolicy
 from agents.judges import build_judge
+from agents.logprobs import token_log_probs
+from agents.lora import add_lora, base_weights, has_adapter
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from agents.sync import WeightSync
 from algorithms import checkpoint, registration
-from agents.logprobs import token_log_probs
-from agents.lora import add_lora, base_weights, has_adapter
 from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS,
                              TOKENS)
 from algorithms.batch import episode_breakdown, make_batch, rollout_rows
@@ -105,15 +105,13 @@ class Trainer:
         return make_game(self.config.game, self.judges, self.config.game_args)
 
     def _players(self) -> dict:
-        params = SamplingParams(self.config.max_new_tokens, self.config.temperature, self.config.top_p,
-                                self.config.min_p)
         env = self._make_env()
         players = {}
         for role in env.possible_agents:
             if self.algorithm_class.needs_prompts and role != env.branch_agent:
                 players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
             else:
-                players[role] = LLMAgent(self.policy, params=params)
+                players[role] = LLMAgent(self.policy, params=self.sampling)
         return players
 
     # --- resume -----------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_the_reference_is_the_base_with_the_adapter_off():
         assert torch.allclose(log_probs(model), expected, atol=1e-5)
     assert torch.allclose(log_probs(model), log_probs(model))  # and it is back on afterwards
     policy = HFPolicy(model, _tokenizer())
-    reference = policy.base_view()
+    reference = HFPolicy(model, _tokenizer(), base_only=True)
     prompt, completion = [[1, 2, 3, 4]], [[5, 6, 7]]
     [adapted], [referenced] = policy.score(prompt, completion), reference.score(prompt, completion)
     assert adapted != pytest.approx(referenced, abs=1e-4)
