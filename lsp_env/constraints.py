@@ -70,7 +70,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("max_words", "length", "Answer in at most {n} words.",
          lambda text, n: len(_words(text)) <= n, lambda rng: {"n": rng.choice((20, 40, 60, 100))}),
     Kind("min_words", "length", "Answer in at least {n} words.",
-         lambda text, n: len(_words(text)) >= n, lambda rng: {"n": rng.choice((50, 80, 120))}),
+         lambda text, n: len(_words(text)) >= n, lambda rng: {"n": rng.choice((30, 40, 50))}),
     Kind("max_sentences", "length", "Use at most {n} sentences.",
          lambda text, n: 0 < _sentences(text) <= n, lambda rng: {"n": rng.choice((1, 2, 3))}),
     Kind("include_keywords", "keywords", "Include the words {words}.",
