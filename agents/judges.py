@@ -2,12 +2,14 @@
 
 - `FunctionJudge`: any Python function (a verifier or a programmatic reward).
 - `SelfJudge`: a policy (in LSP, the frozen reference model) grading with a
-  7-criterion additive rubric, as in the paper's self-reward.
+  named rubric (`RUBRICS`): the paper's Box 3 (`paper-rubric`), our own
+  7-criterion rubric (`rubric`), or a 0-9 helpfulness scale.
 - `RewardModelJudge`: a Hugging Face sequence-classification reward model
   (e.g. Skywork-Reward-V2), scoring (query, answer) chats in batches.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -19,6 +21,8 @@ import torch
 
 from agents.batching import MicroBatcher
 from agents.policy import Policy, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,6 +85,25 @@ Start from 0 and add one point for each statement below that is true:
 7. The response is of expert quality: complete, insightful and well judged.
 """
 
+PAPER_RUBRIC_PROMPT = """You are grading one exchange between a user and an AI assistant.
+
+""" + EXCHANGE + """
+Score it with an additive 7-point system. Start from 0 and add one point for
+each statement below that holds:
+1. The request gives the assistant a clear task.
+2. The task is one that a text-only AI assistant can reasonably carry out.
+3. The response is relevant and offers some information on the request, even
+   if it is incomplete or partly off topic.
+4. The response deals with a large part of the request, even if it does not
+   fully resolve it.
+5. The response usefully answers the core of the request, whatever its style.
+6. The response speaks to the user directly, as an assistant would, and is
+   thorough, well organised and helpful, with at most small lapses in clarity,
+   concision or focus.
+7. The response fits the request exactly, with nothing superfluous, shows
+   expert knowledge, and is of outstanding, insightful quality.
+"""
+
 HELPFULNESS_PROMPT = """You are grading how well an AI assistant answered a user.
 
 """ + EXCHANGE + """
@@ -92,6 +115,12 @@ GENERATE_INSTRUCTIONS = """
 Write a one-sentence justification, then the points you added, then the total
 on the last line in exactly this form:
 Score: <a whole number from 0 to {max_score}>"""
+
+PAPER_INSTRUCTIONS = """
+Write your verdict as three lines, in this order:
+Justification: <why, in at most 100 words>
+Sum: <the point of each statement in order, e.g. 1+1+1+0+1+0+0>
+Score: <the total, a whole number from 0 to {max_score}>"""
 
 EXPECTED_INSTRUCTIONS = """
 Reply with the score only, in exactly this form:
@@ -120,36 +149,75 @@ def parse_rubric_score(text: str, max_score: int = 7) -> float | None:
     return None
 
 
+_PAPER_SCORE = re.compile(r"^[\s*_#>-]*score[\s*_]*:[\s*_]*(-?\d+(?:\.\d+)?)[\s*_]*"  # "**Score:** 5"
+                          r"(?:/\s*(\d+))?(?:\s*points?)?[\s*_.]*$", re.IGNORECASE | re.MULTILINE)  # "5/7", "5 points"
+
+
+def parse_paper_rubric(text: str, max_score: int = 7) -> float | None:
+    """The points of a paper-rubric verdict (`PAPER_INSTRUCTIONS`), or None when it is malformed.
+
+    The score is the last line of the form "Score: N" (markdown emphasis and
+    "N/7" accepted), as the paper parses it; the justification and the sum
+    before it are the judge's working. None: no such line, a value that is not
+    a whole number, or one outside 0..max_score.
+    """
+    matches = _PAPER_SCORE.findall(text or "")
+    if not matches:
+        return None
+    value, denominator = matches[-1]
+    if (denominator and int(denominator) != max_score) or "." in value:
+        return None
+    score = int(value)
+    return float(score) if 0 <= score <= max_score else None
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """A self-judge's grading prompt, its top score, the output format it asks for in "generate" mode, and the
+    parser of that output (text, max_score) -> score or None."""
+
+    prompt: str
+    max_score: int
+    output_format: str = GENERATE_INSTRUCTIONS
+    parse: Callable[[str, int], float | None] = parse_rubric_score
+
+
 class SelfJudge(Judge):
     """A policy (in LSP, the frozen reference model) grading (query, answer) pairs.
 
     Two modes:
-    - "generate" (the paper's): the judge writes a justification and
-      "Score: N"; the score is parsed. Unparseable output gets
-      `fallback_score` and is counted in `failures`.
+    - "generate" (the paper's): the judge writes its verdict in `output_format`
+      and `parser` reads the score. Malformed output is never scored silently:
+      it gets `fallback_score` with `parsed=False`, is counted in `failures`
+      (the trainer logs `NAME/parse_failures` each iteration) and logged.
     - "expected": the judge's reply is started with "Score: " and the score is
       the expectation of the next digit under the judge's distribution. It
       never fails to parse and costs one forward pass, which makes small
       models usable as judges (they rarely follow the output format).
-    The reward is `score / max_score * scale`, in [0, scale].
+    The reward is `score / max_score * scale`, in [0, scale]: with the default
+    scale 1, a rubric's 0-7 points become R_Q = points / 7 in [0, 1], which
+    LSP adds to R as it is.
     """
 
     name = "self-judge"
 
     def __init__(self, policy: Policy, prompt: str = RUBRIC_PROMPT, max_score: int = 7, mode: str = "expected",
-                 max_new_tokens: int = 128, scale: float = 1.0, fallback_score: float = 0.0):
+                 max_new_tokens: int = 128, scale: float = 1.0, fallback_score: float = 0.0,
+                 output_format: str = GENERATE_INSTRUCTIONS,
+                 parser: Callable[[str, int], float | None] = parse_rubric_score):
         if mode not in ("expected", "generate"):
             raise ValueError(f"mode must be 'expected' or 'generate', got {mode!r}")
         if not 1 <= max_score <= 9 and mode == "expected":
             raise ValueError("the expected-score mode reads one digit: max_score must be 1..9")
         self.policy = policy
-        instructions = EXPECTED_INSTRUCTIONS if mode == "expected" else GENERATE_INSTRUCTIONS
+        instructions = EXPECTED_INSTRUCTIONS if mode == "expected" else output_format
         self.prompt = prompt + instructions.format(max_score=max_score)
         self.max_score = max_score
         self.mode = mode
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
         self.scale = scale
         self.fallback_score = fallback_score
+        self.parser = parser
         self.calls = 0
         self.failures = 0
         self._lock = threading.Lock()
@@ -163,13 +231,17 @@ class SelfJudge(Judge):
         else:
             outputs = self.policy.generate_batch(chats, n=1, params=self.params)
             judgements = [self._parsed(completion.text) for (completion,) in outputs]
+        failed = [j for j in judgements if not j.parsed]
         with self._lock:
             self.calls += len(judgements)
-            self.failures += sum(not j.parsed for j in judgements)
+            self.failures += len(failed)
+        if failed:
+            log.warning("%s: %d of %d outputs had no valid score (scored %s), e.g. %r", self.name, len(failed),
+                        len(judgements), self.fallback_score, (failed[0].text or "")[-200:])
         return judgements
 
     def _parsed(self, text: str) -> Judgement:
-        score = parse_rubric_score(text, self.max_score)
+        score = self.parser(text, self.max_score)
         if score is None:
             return Judgement(score=self.fallback_score, text=text, parsed=False)
         return Judgement(score=score / self.max_score * self.scale, text=text)
@@ -211,10 +283,13 @@ class RewardModelJudge(Judge):
 
     name = "reward-model"
 
-    def __init__(self, name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+    def __init__(self, name_or_path: str, dtype: torch.dtype | None = None, device: str | None = None,
                  max_length: int = 2048, max_batch_size: int = 16):
+        """`device`: default cuda when there is a GPU, else cpu; `dtype`: default bfloat16 on a GPU, else float32."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
@@ -252,9 +327,16 @@ class RewardModelJudge(Judge):
 
 # --- Building judges from short names (configs and the CLI). ---------------------
 
+RUBRICS = {
+    "helpfulness": Rubric(HELPFULNESS_PROMPT, 9),
+    "rubric": Rubric(RUBRIC_PROMPT, 7),
+    "paper-rubric": Rubric(PAPER_RUBRIC_PROMPT, 7, PAPER_INSTRUCTIONS, parse_paper_rubric),
+}
+
 JUDGE_NAMES = {
     "helpfulness": "the reference model rates helpfulness 0-9 (reward in [0, 1])",
-    "rubric": "the reference model applies the 7-point additive rubric (reward in [0, 1])",
+    "rubric": "the reference model applies our 7-criterion additive rubric (reward = points / 7)",
+    "paper-rubric": "the reference model applies the paper's Box 3 rubric: justification, sum, score (points / 7)",
     "reward-model:PATH": "a Hugging Face sequence-classification reward model",
     "none": "no judge",
 }
@@ -267,12 +349,12 @@ def build_judge(name: str | None, reference: Policy | None, max_new_tokens: int 
         return None
     if name.startswith("reward-model:"):
         return RewardModelJudge(name.split(":", 1)[1])
-    prompts = {"helpfulness": (HELPFULNESS_PROMPT, 9), "rubric": (RUBRIC_PROMPT, 7)}
-    if name not in prompts:
+    if name not in RUBRICS:
         raise ValueError(f"unknown judge {name!r}; choose one of: {', '.join(JUDGE_NAMES)}")
     if reference is None:
         raise ValueError(f"the {name!r} judge needs a reference policy")
-    prompt, max_score = prompts[name]
-    judge = SelfJudge(reference, prompt=prompt, max_score=max_score, mode=mode, max_new_tokens=max_new_tokens)
+    rubric = RUBRICS[name]
+    judge = SelfJudge(reference, prompt=rubric.prompt, max_score=rubric.max_score, mode=mode,
+                      max_new_tokens=max_new_tokens, output_format=rubric.output_format, parser=rubric.parse)
     judge.name = f"self-judge ({name})"
     return judge

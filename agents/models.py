@@ -17,9 +17,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,9 @@ def resolve_model(name_or_path: str = DEFAULT_MODEL) -> str:
         return str(_converted_folder(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"the folder {name_or_path!r} holds no model (no config.json); give a model "
+                                     "folder, a LoRA adapter folder, an alias or a Hugging Face id")
         return str(path.resolve())
     aliases = ", ".join(sorted(MODEL_ALIASES))
     if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
@@ -70,13 +76,15 @@ def resolve_model(name_or_path: str = DEFAULT_MODEL) -> str:
     return _hub_snapshot(name_or_path, aliases)
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = None, device: str = "cpu",
                adapter: str | None = None):
-    """Load `(model, tokenizer)`; the model is in eval mode and the tokenizer has a pad token.
+    """Load `(model, tokenizer)`; the model is in eval mode (float32 unless `dtype` says otherwise) and the
+    tokenizer has a pad token.
 
     A LoRA adapter (`adapter`, or `name_or_path` itself when it is a PEFT
     adapter folder) is loaded onto its base model and merged into it.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agents.lora import adapter_base, is_adapter_folder, load_adapter
@@ -87,7 +95,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32).to(device)
     if adapter is not None:
         if not is_adapter_folder(adapter):
             raise ModelNotFoundError(f"{adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
@@ -101,6 +109,7 @@ def tiny_model(seed: int = 0, vocab: int | None = None, hidden: int = 64, layers
     `vocab` defaults to the tokenizer's size (and may not be smaller). Returns
     `(model, tokenizer)` with the model in float32 and eval mode.
     """
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
@@ -175,6 +184,7 @@ def _converted_folder(alias: str) -> Path:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """De-quantise a GGUF checkpoint and save it as a float32 safetensors folder."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -13,8 +13,11 @@ vLLM's extensions of the API: `return_token_ids`, `prompt_logprobs`,
   `weights_dir`, then asks the server to reload them in place
   (`POST /collective_rpc` with `reload_weights(weights_path=...)`, then
   `POST /reset_prefix_cache`). These are vLLM's development endpoints: the
-  server needs `VLLM_SERVER_DEV_MODE=1` (`lsp serve` sets it) and must see
-  `weights_dir` on its own file system (the same machine, or a shared mount).
+  server needs `VLLM_SERVER_DEV_MODE=1` (`lsp serve` opens these two, behind
+  its key) and must see `weights_dir` on its own file system (the same
+  machine, or a shared mount).
+- The API key (`api_key`, else `$LSP_API_KEY`, else `$OPENAI_API_KEY`) goes
+  with every request, the weight sync's included.
   Other servers can only serve fixed weights: restart them from a checkpoint.
 """
 from __future__ import annotations
@@ -50,7 +53,7 @@ class OpenAIPolicy(Policy):
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._tokenizer = tokenizer
-        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        api_key = api_key or os.environ.get("LSP_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
         self._client = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, timeout=timeout_s,
                                      max_retries=max_retries)
         self._admin = httpx.Client(base_url=self.base_url, timeout=timeout_s,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Message = Mapping[str, str]  # {"role": "user", "content": "..."}
 Chat = Sequence[Message]

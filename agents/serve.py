@@ -1,16 +1,26 @@
 """Start a `vllm serve` OpenAI-compatible server for a model and wait until it is healthy.
 
 `lsp serve` uses this; so do the `openai` engine's tests. The server binds to
-127.0.0.1 unless told otherwise. The API key, when given, is passed in the
-environment (`VLLM_API_KEY`), not on the command line, and guards the `/v1`
-routes; vLLM's development routes (`/collective_rpc`, `/reset_prefix_cache`,
-turned on by `weight_updates` for in-place weight reloads) are not guarded,
-so only bind them to addresses you trust.
+127.0.0.1 unless told otherwise, and every request but `/health` needs the API
+key: `api_key`, else `$LSP_API_KEY`, else a fresh random key (`VLLMServer.api_key`).
+`KeyGuard`, an ASGI middleware loaded into the server, checks it; the server
+process gets only the key's SHA-256, in its environment, never on the command
+line. It also refuses every route the `openai` engine does not use: vLLM's
+development routes are closed, except the two of the weight sync
+(`/collective_rpc`, `/reset_prefix_cache`) when `weight_updates` is on.
+
+The server runs in its own process group, which `stop()` ends as a whole, and
+it gets SIGTERM if the process that started it dies.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import hmac
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +35,55 @@ from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.vllm_engine import CPU_KV_CACHE_GIB, GPU_MEMORY_FRACTION, cpu_engine_args
 
 
+KEY_ENV = "LSP_API_KEY"
+_KEY_HASH_ENV = "LSP_SERVER_KEY_SHA256"
+_OPEN_ROUTES = ("/health",)
+_KEYED_ROUTES = ("/v1/", "/tokenize", "/detokenize", "/version", "/metrics")
+_WEIGHT_SYNC_ROUTES = ("/collective_rpc", "/reset_prefix_cache")
+
+
 class ServerStartError(RuntimeError):
     """The server exited or did not become healthy in time."""
+
+
+class KeyGuard:
+    """ASGI middleware run inside the vLLM server: only `/health` is open; the routes the `openai` engine
+    uses need `Authorization: Bearer KEY`; everything else (vLLM's development and admin routes) is 404."""
+
+    def __init__(self, app):
+        self.app = app
+        self.key_hash = bytes.fromhex(os.environ[_KEY_HASH_ENV])
+        routes = _KEYED_ROUTES + (_WEIGHT_SYNC_ROUTES if os.environ.get("VLLM_SERVER_DEV_MODE") == "1" else ())
+        self.keyed_routes = routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # not used by the openai engine
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http" or scope["path"] in _OPEN_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if not any(path == route or (route.endswith("/") and path.startswith(route)) for route in self.keyed_routes):
+            await _respond(send, 404, b'{"error": "not served"}')
+        elif not self._authorised(dict(scope["headers"]).get(b"authorization", b"")):
+            await _respond(send, 401, b'{"error": "a valid API key is required (Authorization: Bearer KEY)"}')
+        else:
+            await self.app(scope, receive, send)
+
+    def _authorised(self, header: bytes) -> bool:
+        scheme, _, key = header.decode("latin-1").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(_key_hash(key.strip()), self.key_hash)
+
+
+async def _respond(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _key_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 @dataclass
@@ -41,13 +98,13 @@ class ServeConfig:
     """Address to bind; 127.0.0.1 keeps the server private to this machine."""
     port: int = 8000
     api_key: str | None = None
-    """Require this bearer token on /v1 requests (default: $VLLM_API_KEY, or none)."""
+    """The key every request needs (default: $LSP_API_KEY, else a fresh random key, printed at start)."""
     dtype: str = "float32"
     """float32 or bfloat16; use the trainer's dtype."""
     device: str = "cpu"
     """cpu or cuda."""
     weight_updates: bool = True
-    """Turn on vLLM's development endpoints, which the trainer uses to reload new weights in place."""
+    """Open the two (keyed) routes through which the trainer reloads new weights in place."""
     memory_fraction: float = GPU_MEMORY_FRACTION
     """GPU: vLLM's gpu_memory_utilization, the share of the device's memory it takes."""
     kv_cache_gib: float = CPU_KV_CACHE_GIB
@@ -66,6 +123,7 @@ class VLLMServer:
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self._merged: str | None = None
+        self.api_key = config.api_key or os.environ.get(KEY_ENV) or secrets.token_urlsafe(24)
 
     @property
     def url(self) -> str:
@@ -91,7 +149,8 @@ class VLLMServer:
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_folder(),
                    "--served-model-name", config.model, "--host", config.host, "--port", str(config.port),
                    "--dtype", config.dtype, "--generation-config", "vllm",  # no checkpoint sampling defaults
-                   "--logprobs-mode", "processed_logprobs"]  # log-probs of the distribution sampled
+                   "--logprobs-mode", "processed_logprobs",  # log-probs of the distribution sampled
+                   "--middleware", f"{__name__}.KeyGuard"]
         if config.device == "cpu":
             settings = cpu_engine_args(self.model_folder(), config.kv_cache_gib)
             command += ["--enforce-eager", "--no-enable-chunked-prefill",
@@ -104,14 +163,12 @@ class VLLMServer:
 
     def start(self) -> str:
         """Start the server and wait until `/health` answers; returns its base URL."""
-        env = dict(os.environ)
-        if self.config.api_key:
-            env["VLLM_API_KEY"] = self.config.api_key
-        if self.config.weight_updates:
-            env["VLLM_SERVER_DEV_MODE"] = "1"
+        env = {name: value for name, value in os.environ.items() if name not in (KEY_ENV, "VLLM_API_KEY")}
+        env[_KEY_HASH_ENV] = _key_hash(self.api_key).hex()
+        env["VLLM_SERVER_DEV_MODE"] = "1" if self.config.weight_updates else "0"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_terminate_with_parent)
         try:
             wait_until_healthy(self.url, self.config.startup_timeout_s, self.process, self.log_path)
         except BaseException:
@@ -120,17 +177,18 @@ class VLLMServer:
         return self.url
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Terminate the server (kill it if it does not exit within `timeout_s`)."""
+        """End the server's whole process group: SIGTERM, then SIGKILL for what is left after `timeout_s`."""
         if self._merged is not None:
             shutil.rmtree(self._merged, ignore_errors=True)
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.terminate()
+        _signal_group(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout_s)
+            pass
+        _signal_group(self.process.pid, signal.SIGKILL)  # children that outlived the server, or a hung server
+        self.process.wait(timeout_s)
 
     def __enter__(self) -> "VLLMServer":
         self.start()
@@ -138,6 +196,19 @@ class VLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def wait_until_healthy(url: str, timeout_s: float, process: subprocess.Popen | None = None,

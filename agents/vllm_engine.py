@@ -23,15 +23,23 @@ sends all its chats in one call.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from contextlib import contextmanager
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from agents.batching import MicroBatcher
 from agents.policy import Chat, Completion, Policy, SamplingParams
+
+# Each in-place weight reload warns "RotaryEmbedding: Failed to load weights". It is harmless: rotary embeddings
+# hold a cos/sin table computed from the config, not checkpoint weights, so there is nothing to load and vLLM
+# keeps the table it computed. Only that line is dropped.
+logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
+    lambda record: not record.getMessage().startswith("RotaryEmbedding: Failed to load weights"))
 
 GPU_MEMORY_FRACTION = 0.4  # the trainer shares the GPU
 CPU_KV_CACHE_GIB = 2.0  # ~48k tokens of SmolLM2-135M
@@ -57,6 +65,7 @@ class VLLMPolicy(Policy):
                  memory_fraction: float = GPU_MEMORY_FRACTION, kv_cache_gib: float = CPU_KV_CACHE_GIB,
                  max_batch_size: int = 256, max_wait_s: float = 0.01, threads: int | None = 1, **engine_args):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        import torch
         from transformers import AutoTokenizer, GenerationConfig
         from vllm import LLM
 
@@ -155,6 +164,7 @@ class VLLMPolicy(Policy):
     # --- helpers ----------------------------------------------------------------
     def _sampling(self, params: SamplingParams, n: int):
         """vLLM sampling parameters: exactly `params`, a fresh seed, the sampled tokens' log-probs."""
+        import torch
         from vllm import SamplingParams as VLLMSamplingParams
 
         seed = int(torch.randint(0, 2**31 - 1, ()))
@@ -206,6 +216,8 @@ def cpu_engine_args(model_path: str, kv_cache_gib: float = CPU_KV_CACHE_GIB) -> 
 @contextmanager
 def _torch_threads(threads: int | None):
     """Run with `threads` torch threads (None: unchanged), then restore the previous count."""
+    import torch
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -1,17 +1,36 @@
 """`SelfPlayLoss`: the policy-gradient loss shared by the built-in algorithms.
 
-It subclasses TorchRL's `GRPOLoss` and reuses its objective, clipping,
-effective-sample-size diagnostic and per-sample ("prompt_mean") aggregation.
-It differs from `GRPOLoss` where the paper does:
+It subclasses TorchRL's `GRPOLoss` and keeps its forward pass (objective,
+effective-sample-size diagnostic, KL hook). It differs where the paper does:
 
-- the importance ratio is pi / stopgrad(pi) (one on-policy step per batch),
-  computed from the trainer's Hugging Face model with chosen-token
-  log-probabilities only, instead of a TorchRL LLM wrapper's full
-  distribution; pi is the distribution the rollouts were sampled from
-  (`sampling`: temperature, min-p and top-p, `agents.logprobs`);
-- KL(pi || pi_ref) is the k3 estimator averaged over each row's response
-  tokens (not over padding) and weighted per row like the objective, so that
-  Loss = L_solver + alpha_ch * L_challenger, each with its own beta * KL.
+- The importance ratio is pi / stopgrad(pi): one on-policy gradient step per
+  batch, so the ratio is 1 and there is nothing to clip. pi is computed by the
+  trainer's Hugging Face model, chosen-token log-probabilities only, under the
+  distribution the rollouts were sampled from (`sampling`: temperature, min-p
+  and top-p, `agents.logprobs`).
+- Every loss term is a mean over rows of a per-row sum over the response's
+  tokens times a per-row factor set by `aggregation`:
+
+      sequence_sum  1             the paper: log pi(a|q) and the KL of the whole answer
+      prompt_mean   1 / |a|       each answer's token mean (GRPO as published, TorchRL's)
+      token_mean    1 / mean |a|  a token mean over the rows on the same side of the branch point
+
+  Each mode is a mean over rows, so micro-batches weighted by their share of
+  rows add up to the whole batch exactly.
+- KL(pi || pi_ref) is estimated per token (`kl_estimator`), aggregated like the
+  objective and weighted per row like it, so that
+  Loss = L_solver + alpha_ch * L_challenger, each with its own beta * KL:
+
+      k3     r - 1 - log r, r = pi_ref / pi   GRPO's: unbiased, >= 0, low variance; differentiated
+                                              directly, as GRPO does
+      k1     log(pi / pi_ref)                 unbiased, noisier, can be < 0; its direct gradient
+                                              (grad log pi) averages to 0, so it is differentiated
+                                              through the score function: each token's log-prob
+                                              weighted by the KL still to come in its answer
+      exact  sum_v pi(v) log(pi(v) / pi_ref(v)) at each position, over the whole vocabulary:
+                                              no sampling noise per position, but a full-vocabulary
+                                              pass of both models (small models; needs
+                                              `reference_network` and sampling without min-p/top-p)
 
 Algorithms subclass it and implement `compute_advantages`.
 """
@@ -23,26 +42,41 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives.llm import GRPOLoss
 
-from agents.logprobs import token_log_probs
+from agents.logprobs import output_logits, token_log_probs
+from agents.lora import base_weights
 from agents.policy import SamplingParams
 
 ROLE_KEY, GROUP_KEY, BRANCH_KEY, REWARD_KEY = "role", "group", "branch", "reward"
-WEIGHT_KEY, ADVANTAGE_KEY = "row_weight", "advantage"
+WEIGHT_KEY, ADVANTAGE_KEY, TOKEN_SCALE_KEY = "row_weight", "advantage", "token_scale"
 TOKENS = ("tokens", "full")
 ATTENTION_MASK = ("masks", "all_attention_mask")
 RESPONSE_MASK = ("masks", "all_assistant_mask")
 SAMPLER_LOG_PROBS = ("log_probs", "full")
 REF_LOG_PROBS = ("next", "ref_log_probs", "full")
+AGGREGATIONS = ("sequence_sum", "prompt_mean", "token_mean")
+KL_ESTIMATORS = ("k3", "k1", "exact")
+LORA_LR = 1e-4  # moves a LoRA adapter in tens of steps (the CPU recipe's)
 
 
 @dataclass
 class AlgorithmConfig:
-    """Settings every self-play algorithm shares (paper defaults)."""
+    """Settings every self-play algorithm shares. The defaults read the paper (Kuba et al., 2025) literally:
+    its objective sums over each answer's tokens (`sequence_sum`), and it follows GRPO, whose KL(pi || pi_ref)
+    estimator is k3 (`exact` is the KL itself, but costs a full-vocabulary pass of both models)."""
 
     beta: float = 0.05  # KL(pi || pi_ref) coefficient
     challenger_weight: float = 1.0  # alpha_ch: weight of the challenger's loss
-    clip_epsilon: float = 0.2  # only matters if a batch is reused for several steps
     normalize_advantages: bool = False  # divide by the std of the comparison set
+    aggregation: str = "sequence_sum"  # sequence_sum (paper), prompt_mean or token_mean
+    kl_estimator: str = "k3"  # k3 (GRPO's), k1, or exact (full vocabulary)
+
+    def __post_init__(self):
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.beta < 0:
+            raise ValueError("beta must be >= 0")
 
     @classmethod
     def from_kwargs(cls, **kwargs):
@@ -67,31 +101,59 @@ def group_std(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return (group_mean((values - group_mean(values, groups)) ** 2, groups)).sqrt()
 
 
+def vocab_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                    sampling: SamplingParams | None = None) -> torch.Tensor:
+    """log p(. | tokens[b, :t]) over the whole vocabulary ([positions, vocab]) at each position where `mask`,
+    in `mask.nonzero()` order; p is the raw distribution, divided by `sampling`'s temperature if any."""
+    hidden = model.get_decoder()(input_ids=tokens, attention_mask=attention_mask).last_hidden_state
+    rows, cols = mask.nonzero(as_tuple=True)
+    logits = output_logits(model, hidden[rows, cols - 1]).float()
+    if sampling is not None and sampling.temperature > 0:
+        logits = logits / sampling.temperature
+    return logits.log_softmax(-1)
+
+
 class SelfPlayLoss(GRPOLoss):
     """Policy-gradient loss over a self-play batch (see module docstring).
 
     Batch keys (one row per sampled turn): `("tokens", "full")`,
     `("masks", "all_attention_mask")`, `("masks", "all_assistant_mask")`,
     `("log_probs", "full")`, `("next", "ref_log_probs", "full")`, `role`,
-    `group`, `branch` and `reward`. `compute_advantages` adds `advantage`
-    and `row_weight`.
+    `group`, `branch` and `reward`. `compute_advantages` adds `advantage`,
+    `row_weight` and `token_scale`.
     """
 
     Config = AlgorithmConfig
     self_reward = False  # whether the game adds the reference model's quality score
     needs_prompts = False  # whether the challenger's moves come from a prompt file
+    paper_lr = 3e-6  # the paper's learning rate for full fine-tuning (LSP, LSP-Zero)
 
     def __init__(self, actor_network: torch.nn.Module, config: AlgorithmConfig | None = None,
-                 sampling: SamplingParams | None = None, **settings):
-        """`sampling`: the distribution the rollouts were sampled from (default: the raw model's)."""
+                 sampling: SamplingParams | None = None, reference_network: torch.nn.Module | None = None,
+                 **settings):
+        """`sampling`: the distribution the rollouts were sampled from (default: the raw model's);
+        `reference_network`: pi_ref, for `kl_estimator="exact"` (with LoRA, the actor: its base weights are used)."""
         config = config or self.Config.from_kwargs(**settings)
-        super().__init__(actor_network, clip_epsilon=config.clip_epsilon, entropy_bonus=False,
-                         aggregation="prompt_mean", kl_to_ref_coeff=config.beta or None, masking_strategy="sft")
+        super().__init__(actor_network, entropy_bonus=False, aggregation=config.aggregation,
+                         kl_to_ref_coeff=config.beta or None, masking_strategy="sft")
         self.config = config
         self.sampling = sampling
+        if config.kl_estimator == "exact" and config.beta:
+            if reference_network is None:
+                raise ValueError("kl_estimator='exact' needs the reference model (reference_network)")
+            if sampling is not None and (sampling.min_p > 0 or sampling.top_p < 1):
+                raise ValueError("kl_estimator='exact' sums over the whole vocabulary, which min_p/top_p sampling "
+                                 "truncates; sample with min_p 0 and top_p 1, or use k3")
+        self.__dict__["reference_network"] = reference_network  # not a submodule: frozen, or the actor itself
+
+    @classmethod
+    def recommended_lr(cls, lora: bool) -> float:
+        """The learning rate `lsp train` uses when none is given: the paper's for full fine-tuning,
+        `LORA_LR` for a LoRA adapter (the paper trains every weight)."""
+        return LORA_LR if lora else cls.paper_lr
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
-        """Write `advantage` ([rows, tokens, 1]) and `row_weight` ([rows]) into the batch."""
+        """Write `advantage` ([rows, tokens, 1]), `row_weight` and `token_scale` ([rows]) into the batch."""
         raise NotImplementedError
 
     def algorithm_state(self) -> dict:
@@ -106,9 +168,21 @@ class SelfPlayLoss(GRPOLoss):
         tokens = batch.get(TOKENS)
         batch.set(ADVANTAGE_KEY, advantage[:, None, None].expand(*tokens.shape, 1).contiguous())
         batch.set(WEIGHT_KEY, weight)
+        batch.set(TOKEN_SCALE_KEY, self._token_scale(batch))
         return batch
 
+    def _token_scale(self, batch: TensorDictBase) -> torch.Tensor:
+        """The per-row factor of `aggregation` (module docstring), from the whole batch."""
+        lengths = batch.get(RESPONSE_MASK).sum(-1).float()
+        if self.config.aggregation == "sequence_sum":
+            return torch.ones_like(lengths)
+        if self.config.aggregation == "prompt_mean":
+            return 1 / lengths.clamp_min(1)
+        return 1 / group_mean(lengths, batch.get(BRANCH_KEY).long()).clamp_min(1)
+
     def _normalize(self, centred: torch.Tensor, values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """`centred / (std of values in the row's group + 1e-6)` if `normalize_advantages`; a group without
+        spread keeps advantages 0."""
         if not self.config.normalize_advantages:
             return centred
         return centred / (group_std(values, groups) + 1e-6)
@@ -132,13 +206,39 @@ class SelfPlayLoss(GRPOLoss):
         sampler_gap = (sampler - current).detach().unsqueeze(-1)  # engine vs trainer, for logging
         return log_weight, None, sampler_gap, mask
 
+    def _compute_policy_objective(self, log_weight: torch.Tensor, advantage: torch.Tensor):
+        """-ratio * A per token; no clipping, since the ratio of one on-policy step is 1."""
+        return -log_weight.exp() * advantage, torch.zeros((), device=advantage.device)
+
+    def _aggregate_loss_value(self, value: torch.Tensor, mask: torch.Tensor, tensordict=None) -> torch.Tensor:
+        per_row = torch.where(mask.unsqueeze(-1), value, torch.zeros_like(value)).flatten(1).sum(-1)
+        return (per_row * tensordict.get(TOKEN_SCALE_KEY)).mean()
+
     def _kl_to_ref(self, tensordict: TensorDictBase, key=REF_LOG_PROBS, ref_log_prob=None, coeff=None, mask=None,
                    dist=None):
+        """(beta * the row-weighted KL term, the KL term as aggregated, unweighted, for logging)."""
         coeff = self.kl_to_ref_coeff if coeff is None else coeff
-        current = tensordict.get("_cur_log_prob")
-        reference = tensordict.get(key)
-        diff = torch.where(mask, reference - current, torch.zeros_like(current))
-        per_token = diff.expm1() - diff  # k3 estimator of KL(pi || pi_ref), >= 0
-        per_row = per_token.sum(-1) / mask.sum(-1).clamp_min(1)
+        per_row = self._token_kl(tensordict, tensordict.get(key), mask).sum(-1) * tensordict.get(TOKEN_SCALE_KEY)
         weighted = (per_row * tensordict.get(WEIGHT_KEY)).mean()  # same row weights as the objective
-        return coeff * weighted, per_row.mean()
+        return coeff * weighted, per_row.detach().mean()
+
+    def _token_kl(self, tensordict: TensorDictBase, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The `kl_estimator` term of each response token ([rows, tokens], 0 elsewhere)."""
+        if self.config.kl_estimator == "exact":
+            return self._exact_kl(tensordict, mask)
+        current = tensordict.get("_cur_log_prob")  # 0 outside the mask
+        log_ratio = torch.where(mask, current - reference, torch.zeros_like(current))  # log pi / pi_ref
+        if self.config.kl_estimator == "k3":
+            return (-log_ratio).expm1() + log_ratio
+        to_go = log_ratio.detach().flip(-1).cumsum(-1).flip(-1)  # k1: the KL from this token to the answer's end
+        return log_ratio.detach() + to_go * (current - current.detach())
+
+    def _exact_kl(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
+        tokens, attention = tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK)
+        mask = mask.clone()
+        mask[:, 0] = False  # nothing predicts the first token
+        with torch.no_grad(), base_weights(self.reference_network):
+            reference = vocab_log_probs(self.reference_network, tokens, attention, mask, self.sampling)
+        current = vocab_log_probs(self.actor_network, tokens, attention, mask, self.sampling)
+        kl = (current.exp() * (current - reference)).sum(-1)
+        return torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).index_put(mask.nonzero(as_tuple=True), kl)

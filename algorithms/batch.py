@@ -11,9 +11,7 @@ from agents.policy import Completion
 from algorithms.base import (ATTENTION_MASK, BRANCH_KEY, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, REWARD_KEY,
                              ROLE_KEY, SAMPLER_LOG_PROBS, TOKENS)
 from algorithms.collector import Rollout
-
-
-BREAKDOWN = ("reward", "quality")  # numeric reward components games report in their infos
+from lsp_env.contract import BREAKDOWN  # numeric reward components games report in their infos
 
 
 @dataclass

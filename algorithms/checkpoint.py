@@ -119,6 +119,19 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def find_run(folder: Path) -> Path:
+    """The run folder to resume: `folder` itself when it holds checkpoints, else its newest run folder that does
+    (so `--resume` takes the same folder as `--output`). Raises `CheckpointError` when there is none."""
+    folder = Path(folder)
+    if (folder / "checkpoints").is_dir():
+        return folder
+    runs = [run for run in folder.glob("*/") if (run / "checkpoints").is_dir()] if folder.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"{folder} has no checkpoint to resume from: neither it nor a run folder in it "
+                              "has a checkpoints/ folder")
+    return max(runs, key=lambda run: (run / "checkpoints").stat().st_mtime)
+
+
 def newest_valid_checkpoint(run_dir: Path) -> tuple[Path, list[str]]:
     """The newest checkpoint of a run that `checkpoint_problem` passes, and one line per newer one skipped
     ("skipped iter_000002: ..."). Raises `CheckpointError` when there is none."""

@@ -1,10 +1,17 @@
-"""Rollout collection: many episodes of any registered game, played
-concurrently by agents over one shared policy, with groups by branching.
+"""Rollout collection: many episodes of any PettingZoo AEC game, played
+concurrently by agents over one shared policy, in groups.
 
-Each group starts from one reset env. Play advances until the game's branch
-agent (`env.branch_agent`, the solver in LSP) is to move; it samples G actions
-there (`n=G`, one engine request), and the collector continues G forks of the
-episode (`env.fork()`), one per action. The group id is that branch point.
+What the collector needs from a game is PettingZoo's API (`reset`, `step`,
+`observe`, `last`, `agents`, `agent_selection`) and nothing else. A game may
+also declare a branch point (`lsp_env.GameContract`):
+
+- With a branch agent (`env.branch_agent`, the solver in LSP), each group
+  starts from one reset env; play advances until the branch agent is to move,
+  it samples G actions there (`n=G`, one engine request), and the collector
+  continues G copies of the episode, one per action. The copies come from
+  `env.fork()` when the game has it, else `copy.deepcopy(env)`, else a fresh
+  env replayed from the episode's seed and actions.
+- Without one, the group is G whole episodes played from the same seed.
 
 Decisions of all episodes that wait at the same stage are sent to the engine
 together, and env steps (which call judges) run in threads, so every policy
@@ -12,6 +19,7 @@ and judge call is batched by its engine.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -47,10 +55,12 @@ class Episode:
     returns: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     infos: dict[str, dict] = field(default_factory=dict)
     env: object = None
-    branched: bool = False
+    branched: bool = False  # its turns are the group's samples (after the branch point, or the whole episode)
+    seed: int | None = None
 
     def fork(self, env) -> "Episode":
-        return Episode(self.group, list(self.turns), defaultdict(float, self.returns), dict(self.infos), env, True)
+        return Episode(self.group, list(self.turns), defaultdict(float, self.returns), dict(self.infos), env, True,
+                       self.seed)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Collector:
         self.players = dict(players)
         self.group_size = group_size
         self.max_threads = max_threads
+        self._deepcopy_fails = False
 
     def collect(self, num_groups: int, seed: int = 0) -> Rollout:
         timings = defaultdict(float)
@@ -84,7 +95,14 @@ class Collector:
             for group in range(num_groups):
                 env = self.make_env()
                 env.reset(seed=seed + group)
-                episodes.append(Episode(group, env=env))
+                if branch_agent(env) is not None:
+                    episodes.append(Episode(group, env=env, seed=seed + group))
+                    continue
+                episodes.append(Episode(group, env=env, branched=True, seed=seed + group))
+                for _ in range(self.group_size - 1):  # no branch point: G whole episodes from the same seed
+                    replay = self.make_env()
+                    replay.reset(seed=seed + group)
+                    episodes.append(Episode(group, env=replay, branched=True, seed=seed + group))
             self._advance(episodes, pool, timings, stop_at_branch=True)
             episodes = self._branch(episodes, pool, timings)
             self._advance(episodes, pool, timings, stop_at_branch=False)
@@ -107,7 +125,7 @@ class Collector:
                         episode.infos[agent] = dict(env.infos.get(agent, {}))
                         env.step(None)
                         continue
-                    if stop_at_branch and agent == env.branch_agent:
+                    if stop_at_branch and agent == branch_agent(env):
                         break
                     waiting.append(episode)
                     break
@@ -118,20 +136,39 @@ class Collector:
 
     def _branch(self, episodes: list[Episode], pool, timings) -> list[Episode]:
         """Sample G actions at the branch point and fork each waiting episode G times."""
-        waiting = [e for e in episodes if e.env.agents and e.env.agent_selection == e.env.branch_agent]
+        waiting = [e for e in episodes if e.env.agents and not e.branched
+                   and e.env.agent_selection == branch_agent(e.env)]
         if not waiting:
             return episodes
         actions = self._decide(waiting, n=self.group_size, timings=timings, at_branch=True)
         forks, fork_actions = [], []
         for episode, group_actions in zip(waiting, actions):
             for action in group_actions:
-                forks.append(episode.fork(episode.env.fork()))
+                forks.append(episode.fork(self._copy_env(episode)))
                 fork_actions.append(action)
             episode.env.close()
         self._step(forks, fork_actions, pool, timings)
         return [e for e in episodes if e not in waiting] + forks
 
     # --- helpers ----------------------------------------------------------------
+    def _copy_env(self, episode: Episode):
+        """An independent copy of the episode's env: `fork()`, else a deep copy, else a replay."""
+        env = episode.env
+        if callable(getattr(env, "fork", None)):
+            return env.fork()
+        if not self._deepcopy_fails:
+            try:
+                return copy.deepcopy(env)
+            except Exception:  # noqa: BLE001 (locks, sockets, generators: any reason means "replay instead")
+                self._deepcopy_fails = True
+        replay = self.make_env()
+        replay.reset(seed=episode.seed)
+        for turn in episode.turns:
+            while replay.terminations[replay.agent_selection] or replay.truncations[replay.agent_selection]:
+                replay.step(None)  # agents that are done leave first, as in play
+            replay.step(turn.text)
+        return replay
+
     def _decide(self, waiting: list[Episode], n: int, timings, at_branch: bool) -> list[list[Turn]]:
         """Ask each waiting episode's current player for `n` actions, batched per player."""
         start = time.perf_counter()
@@ -169,5 +206,10 @@ class Collector:
 
     @staticmethod
     def _collect_reward(episode: Episode, agent: str) -> None:
-        """Add what `env.last()` would report for `agent` to its return."""
-        episode.returns[agent] += float(episode.env._cumulative_rewards.get(agent, 0.0))
+        """Add `agent`'s reward since its last turn (`env.last()`; `agent` is the one to act) to its return."""
+        episode.returns[agent] += float(episode.env.last(observe=False)[1])
+
+
+def branch_agent(env) -> str | None:
+    """The game's branch point (`GameContract.branch_agent`), or None for a game that declares none."""
+    return getattr(env, "branch_agent", None)

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from agents.lora import ALL_LINEAR
+from agents.models import DEFAULT_MODEL
 
 SAMPLE_PROMPTS = str(Path(__file__).parent / "data" / "sample_prompts.jsonl")
 
@@ -26,7 +27,7 @@ class TrainConfig:
     """
 
     # Model and engine
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """Alias, Hugging Face id or local folder."""
     engine: str = "auto"
     """Policy engine serving the shared challenger/solver policy: hf, vllm (in-process), openai (a server at
@@ -53,12 +54,13 @@ class TrainConfig:
     """Extra game settings, e.g. {task: ..., template: ...}."""
     algorithm: str = "lsp"
     """lsp, lsp-zero, grpo, or any registered name."""
-    algorithm_args: dict = field(default_factory=dict)
-    """Extra settings of the algorithm's config."""
+    algorithm_args: dict = field(default_factory=lambda: {"aggregation": "prompt_mean", "kl_estimator": "k3"})
+    """Settings of the algorithm's config (given, this dict replaces the default). The default is the CPU recipe's:
+    each answer's token mean and the k3 KL; the algorithms' own default is the paper's sequence sum."""
     judge: str = "helpfulness"
-    """R: helpfulness, rubric, reward-model:PATH."""
+    """R: helpfulness, rubric, paper-rubric, reward-model:PATH."""
     quality_judge: str = "rubric"
-    """R_Q for algorithms with self-reward (lsp)."""
+    """R_Q for algorithms with self-reward (lsp): rubric (ours) or paper-rubric (the paper's Box 3), points / 7."""
     judge_mode: str = "expected"
     """Self-judges: "expected" (score = expected digit, one forward pass) or "generate" (paper: write, then parse)."""
     prompts: str | None = None
@@ -73,11 +75,13 @@ class TrainConfig:
     """KL(pi || pi_ref) coefficient."""
     challenger_weight: float = 1.0
     """Alpha_ch."""
-    lr: float = 1e-4
-    batch_size: int = 4
-    """Groups per micro-batch."""
-    grad_accumulation: int = 2
-    """Micro-batches per optimizer step."""
+    lr: float | None = None
+    """AdamW learning rate (default: the algorithm's: 1e-4 with LoRA; the paper's 3e-6 for full fine-tuning, 1e-6
+    for grpo)."""
+    batch_size: int | None = None
+    """Groups per micro-batch (default: the largest of 1-4 that divides num_queries)."""
+    grad_accumulation: int | None = None
+    """Micro-batches per optimizer step (default: num_queries / batch_size, so one step per iteration)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     # LoRA (PEFT)
@@ -115,6 +119,14 @@ class TrainConfig:
     """Write sample transcripts every k iterations."""
 
     def __post_init__(self):
+        if self.num_queries < 1:
+            raise ValueError("num_queries must be at least 1")
+        if self.batch_size is None:
+            given = self.grad_accumulation
+            self.batch_size = (self.num_queries // given if given and self.num_queries % given == 0
+                               else max(size for size in range(1, 5) if self.num_queries % size == 0))
+        if self.grad_accumulation is None:
+            self.grad_accumulation = max(1, self.num_queries // self.batch_size)
         groups_per_step = self.batch_size * self.grad_accumulation
         if groups_per_step != self.num_queries:
             raise ValueError(f"batch_size * grad_accumulation ({groups_per_step}) must equal num_queries "

@@ -3,7 +3,9 @@ the challenger, and only the solver is trained.
 
     A_ij = (R_ij - mean_j R_ij) / (std_j R_ij + eps)
 
-The paper trains it with lr 1e-6 (LSP uses 3e-6).
+Each answer's loss is its token mean (`prompt_mean`), as GRPO was published.
+The paper trains it with lr 1e-6 (LSP: 3e-6), which `lsp train` uses for
+full fine-tuning when no lr is given (`paper_lr`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, AlgorithmConfig, 
 class GRPOConfig(AlgorithmConfig):
     challenger_weight: float = 0.0  # the prompts are data, not a trained player
     normalize_advantages: bool = True
+    aggregation: str = "prompt_mean"
 
 
 class GRPO(SelfPlayLoss):
@@ -26,6 +29,7 @@ class GRPO(SelfPlayLoss):
 
     Config = GRPOConfig
     needs_prompts = True
+    paper_lr = 1e-6
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
         reward = batch.get(REWARD_KEY).float()

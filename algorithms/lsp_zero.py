@@ -6,17 +6,33 @@ Challenger rows (one per query):
     reward r_i = mean over its G episodes of the challenger's reward (= -V(q_i))
     A_i = r_i - mean_k r_k          (= V_bar - V(q_i))
 Loss = L_solver + alpha_ch * L_challenger, each a mean over its own rows.
+
+Penalties break zero-sum: a guard (`lsp_env.guards`) or an invalid move lowers
+one role's reward and leaves the other's as it was. With `zero_sum=True` the
+game credits the other role with each penalty (`TextGame.zero_sum`), so the
+two rewards of every episode add up to 0 exactly: the challenger gains what
+the solver loses to the length or code guard or to an invalid answer. The
+trainer logs each role's penalty total either way (`penalty/ROLE`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, AlgorithmConfig, SelfPlayLoss, group_mean
+
+
+@dataclass
+class LSPZeroConfig(AlgorithmConfig):
+    zero_sum: bool = False  # credit each role with the penalties of the other (exactly zero-sum)
 
 
 class LSPZero(SelfPlayLoss):
     """Language Self-Play without self-reward (LSP-Zero)."""
+
+    Config = LSPZeroConfig
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
         reward = batch.get(REWARD_KEY).float()

@@ -12,7 +12,8 @@ branch point, one episode's return). Groups are taken in order, each batch
 after the last, and the advantages use the updated baselines, as in SPIRAL.
 The baselines are saved in checkpoints and restored on resume
 (`algorithm_state`). Rows before the branch point are weighted by alpha_ch,
-as in LSP-Zero.
+as in LSP-Zero. Each row's loss is its token mean (`prompt_mean`); the
+paper's sequence sum is for LSP.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, ROLE_KEY, Algorit
 @dataclass
 class RAEConfig(AlgorithmConfig):
     baseline_decay: float = 0.95  # SPIRAL's alpha
+    aggregation: str = "prompt_mean"
 
 
 class RAE(SelfPlayLoss):

@@ -5,19 +5,28 @@ import difflib
 import importlib
 import warnings
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 ENTRY_POINT_GROUP = "lsp.algorithms"
-registry: dict[str, type] = {}
+registry: dict[str, type | str] = {}
+descriptions: dict[str, str] = {}
 _plugins_loaded = False
 
 
-def register(name: str, algorithm: type | str, *, override: bool = False) -> None:
-    """Register an algorithm class (or "module:Class") under `name`."""
+def register(name: str, algorithm: type | str, *, description: str = "", override: bool = False) -> None:
+    """Register an algorithm class (or "module:Class", imported on first use) under `name`.
+
+    `description` is what `lsp algos` lists; by default the first line of the class docstring."""
     if name in registry and not override:
         raise ValueError(f"algorithm {name!r} is already registered; pass override=True to replace it")
     registry[name] = algorithm
+    if description:
+        descriptions[name] = description
+    else:
+        descriptions.pop(name, None)
 
 
 def _load_plugins() -> None:
@@ -30,13 +39,25 @@ def _load_plugins() -> None:
             registry[entry.name] = entry.value
 
 
-def resolve(name: str) -> type:
-    """The algorithm class registered as `name`."""
+class UnknownAlgorithmError(KeyError):
+    """No algorithm is registered under the name; the message suggests close matches."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_name(name: str) -> None:
+    """Raise `UnknownAlgorithmError` naming close matches unless `name` is registered (imports nothing)."""
     _load_plugins()
     if name not in registry:
         close = difflib.get_close_matches(name, registry, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown algorithm {name!r}.{hint} Registered: {', '.join(sorted(registry))}")
+        raise UnknownAlgorithmError(f"unknown algorithm {name!r}.{hint} Registered: {', '.join(sorted(registry))}")
+
+
+def resolve(name: str) -> type:
+    """The algorithm class registered as `name`."""
+    check_name(name)
     algorithm = registry[name]
     if isinstance(algorithm, str):
         module, _, attribute = algorithm.partition(":")
@@ -54,11 +75,15 @@ def make(name: str, actor_network: torch.nn.Module, **settings):
 
 
 def available() -> list[tuple[str, str]]:
-    """(name, first docstring line) for every algorithm, plugins included."""
+    """(name, description) for every algorithm, plugins included; classes load only when undescribed."""
+    _load_plugins()
     rows = []
-    for name in sorted(set(registry) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)}):
+    for name in sorted(registry):
+        if name in descriptions:
+            rows.append((name, descriptions[name]))
+            continue
         try:
-            doc = (resolve(name).__doc__ or "").strip().splitlines()[0]
+            doc = ((resolve(name).__doc__ or "").strip().splitlines() or [""])[0]
         except (ImportError, KeyError) as error:
             warnings.warn(str(error))
             doc = "(cannot be loaded)"

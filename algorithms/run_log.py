@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from algorithms.collector import Rollout
+from lsp_env.contract import BREAKDOWN, INVALID_MOVE_INFO
 
 PLOTTED = [
     ("reward/solver", "reward/challenger"),
@@ -47,7 +48,7 @@ class RunLog:
                     lines.append(f"**{turn.role} #{number}:**\n\n{_quote(turn.text)}\n")
                 returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
                 scores = {k: v for info in episode.infos.values() for k, v in info.items()
-                          if k in ("reward", "quality", "invalid_move") and v is not None}
+                          if k in (*BREAKDOWN, INVALID_MOVE_INFO) and v is not None}
                 details = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in scores.items())
                 lines.append(f"returns: {returns}" + (f" ({details})" if details else "") + "\n")
         with self.transcripts_path.open("a") as handle:

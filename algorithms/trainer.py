@@ -6,9 +6,8 @@ engine and verify them (`agents.sync`) -> log -> checkpoint.
 """
 from __future__ import annotations
 
-import inspect
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from statistics import mean, pstdev
@@ -33,9 +32,10 @@ from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_
 from algorithms.batch import episode_breakdown, make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
-from algorithms.evaluation.suite import evaluate_policy, load_suite
 from algorithms.run_log import RunLog, plot_curves
-from lsp_env.guards import trigger_counts
+from evaluation.suite import evaluate_policy, load_suite
+from lsp_env.contract import judge_arguments
+from lsp_env.guards import penalty_totals, trigger_counts
 from lsp_env.outcomes import outcome_rates
 
 
@@ -47,16 +47,26 @@ class Trainer:
         """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config;
         `policy` replaces the engine named in the config (it must serve `config.model`)."""
         self.config = config
-        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)  # made once the run can start
         self.start_iteration = 0
         # Settings that cannot work fail here, before any model loads.
         self.suite = load_suite(config.eval_suite) if config.eval_suite else None
         self.algorithm_class = registration.resolve(config.algorithm)
-        if self.algorithm_class.self_reward and not _takes_quality_judge(config.game):
+        self.algorithm_config = self.algorithm_class.Config.from_kwargs(**self._algorithm_settings())  # names keys
+        if config.lr is None:  # the paper's lr for full fine-tuning, the recipe's for LoRA
+            self.config = config = replace(config, lr=self.algorithm_class.recommended_lr(bool(config.lora_rank)))
+        probe = lsp_env.make_with_judges(config.game, {}, config.game_args)  # the game and its settings exist
+        if getattr(self.algorithm_config, "zero_sum", False) and not hasattr(probe, "zero_sum"):
+            raise ValueError(f"zero_sum needs a game that credits penalties (a TextGame); {config.game} is not one")
+        probe.close()
+        game_judges = judge_arguments(lsp_env.registry[config.game].load())
+        if self.algorithm_class.self_reward and "quality_judge" not in game_judges:
             raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
                              f"takes no quality_judge; use lsp-zero, or a game with one (LanguageSelfPlay-v0, "
                              f"ConstrainedInstructions-v0)")
+        if self.algorithm_class.self_reward and judges is None and config.quality_judge in (None, "", "none"):
+            raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but quality_judge is "
+                             f"{config.quality_judge!r}; name one (paper-rubric, rubric) or use lsp-zero")
         torch.manual_seed(config.seed)
         dtype = getattr(torch, config.dtype)
         model_path = resolve_model(config.model)
@@ -79,7 +89,8 @@ class Trainer:
                                       config.sync_timeout_s)
         self.weight_sync(push=False)  # the engine must start from the trainer's weights
         self.sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
-        self.loss = self.algorithm_class(self.model, sampling=self.sampling, **self._algorithm_settings())
+        self.loss = self.algorithm_class(self.model, config=self.algorithm_config, sampling=self.sampling,
+                                         reference_network=self.reference_model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.judges = self._judges() if judges is None else judges
@@ -87,6 +98,7 @@ class Trainer:
         self.roles = list(env.possible_agents)
         self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
         self.collector = Collector(self._make_env, self._players(), config.group_size)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- construction -----------------------------------------------------------
     def _algorithm_settings(self) -> dict:
@@ -102,13 +114,16 @@ class Trainer:
         return judges
 
     def _make_env(self):
-        return make_game(self.config.game, self.judges, self.config.game_args)
+        env = lsp_env.make_with_judges(self.config.game, self.judges, self.config.game_args)
+        if getattr(self.algorithm_config, "zero_sum", False):
+            env.zero_sum = True  # penalties credited to the other role (TextGame)
+        return env
 
     def _players(self) -> dict:
         env = self._make_env()
         players = {}
         for role in env.possible_agents:
-            if self.algorithm_class.needs_prompts and role != env.branch_agent:
+            if self.algorithm_class.needs_prompts and role != getattr(env, "branch_agent", None):
                 players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
             else:
                 players[role] = LLMAgent(self.policy, params=self.sampling)
@@ -121,6 +136,7 @@ class Trainer:
         warning about each newer, damaged one it skips."""
         import warnings
 
+        run_dir = checkpoint.find_run(run_dir)
         path, skipped = checkpoint.newest_valid_checkpoint(run_dir)
         for line in skipped:
             warnings.warn(line, stacklevel=2)
@@ -288,6 +304,7 @@ class Trainer:
         metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
                                                 for e in rollout.episodes)
         metrics.update(trigger_counts(rollout.episodes, self.guard_names))
+        metrics.update(penalty_totals(rollout.episodes, self.roles))
         metrics.update(outcome_rates(rollout.episodes))
         values = [mean(rewards) for episodes in rollout.groups().values()
                   if (rewards := [v for e in episodes if (v := episode_breakdown(e, "reward")) is not None])]
@@ -309,34 +326,6 @@ class Trainer:
                 judge.close()
         self.policy.close()
         self.reference.close()
-
-
-def make_game(game: str, judges: dict, game_args: dict):
-    """`lsp_env.make(game)` with those judges the game's constructor accepts."""
-    spec = lsp_env.registry[game] if game in lsp_env.registry else None
-    accepted = _accepted_kwargs(spec.entry_point) if spec else None
-    judges = {k: v for k, v in judges.items() if v is not None and (accepted is None or k in accepted)}
-    return lsp_env.make(game, **judges, **game_args)
-
-
-def _takes_quality_judge(game: str) -> bool:
-    """Whether a registered game's constructor accepts a quality judge (unknown games are left to `make`)."""
-    if game not in lsp_env.registry:
-        return True
-    accepted = _accepted_kwargs(lsp_env.registry[game].entry_point)
-    return accepted is None or "quality_judge" in accepted
-
-
-def _accepted_kwargs(entry_point) -> set[str] | None:
-    """Constructor parameter names of a game class (None if it takes **kwargs)."""
-    target = entry_point
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        target = getattr(__import__(module, fromlist=[name]), name)
-    parameters = inspect.signature(target).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters}
 
 
 def _new_run_dir(config: TrainConfig) -> Path:

@@ -24,14 +24,14 @@ from jsonargparse import auto_cli
 import lsp_env
 from agents import FunctionJudge, LLMAgent, SamplingParams
 from agents.engines import make_policy
-from agents.models import load_model, resolve_model
+from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from algorithms.collector import Collector, Rollout
 
 
 @dataclass
 class Settings:
     engine: str = "vllm"
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     dtype: str = "float32"
     game: str = "LanguageSelfPlay-v0"
     groups: int = 16

@@ -19,7 +19,7 @@ import torch
 from jsonargparse import auto_cli
 
 from agents.hf import HFPolicy
-from agents.models import load_model, resolve_model
+from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.policy import SamplingParams
 
 TOPICS = ["a lighthouse keeper", "the history of bread", "a robot learning to paint", "how rivers form",
@@ -28,7 +28,7 @@ TOPICS = ["a lighthouse keeper", "the history of bread", "a robot learning to pa
 
 @dataclass
 class Settings:
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     dtype: str = "float32"
     batches: list[int] = field(default_factory=lambda: [16, 64])
     new_tokens: list[int] = field(default_factory=lambda: [64, 256])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from jsonargparse import auto_cli
 
+from agents.models import DEFAULT_MODEL
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
 
@@ -27,7 +28,7 @@ class Settings:
     """Measured iterations (after the warm-up)."""
     warmup: int = 1
     """Iterations run first and not counted."""
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     algorithm: str = "lsp"
     engine: str = "hf"
     dtype: str = "float32"

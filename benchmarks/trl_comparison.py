@@ -24,6 +24,7 @@ from jsonargparse import auto_cli
 
 from agents.agent import PromptAgent
 from agents.judges import FunctionJudge
+from agents.models import DEFAULT_MODEL
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
 
 
@@ -33,7 +34,7 @@ class Settings:
     """Measured optimizer steps (after the warm-up)."""
     warmup: int = 1
     """Steps run first and not counted."""
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     engine: str = "auto"
     """Our policy engine (hf, vllm, auto)."""
     trl_use_vllm: bool = False

@@ -2,77 +2,98 @@
 
 Every subcommand's settings come from a dataclass, so the same names work as
 flags and as YAML keys (`--config FILE`); see `lsp SUBCOMMAND --help`.
+Only the chosen command's modules are imported, so `--help` and the listings
+answer at once; torch, transformers and vLLM load when a model does.
 """
 from __future__ import annotations
 
+import importlib
+import logging
+import os
 import sys
+from argparse import ArgumentError
 from dataclasses import fields
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from rich.console import Console
 from rich.table import Column, Table
 
-from agents.serve import ServeConfig
-from algorithms.config import TrainConfig
-from lsp.evaluate import EvalConfig
-from lsp.play import PlayConfig
-
-
-def build_parser() -> ArgumentParser:
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="lsp", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subcommands(dest="command")
-
-    train = ArgumentParser(description="Train with self-play (paper's Algorithm 1). Writes metrics, "
-                                       "TensorBoard logs, transcripts, checkpoints and a plot to a run folder.")
-    train.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
-    train.add_class_arguments(TrainConfig, as_group=False)
-    train.add_argument("--resume", type=str | None, default=None,
-                       help="continue the run in this folder from its latest checkpoint "
-                            "(only flags given explicitly, e.g. --iterations, override its config)")
-    commands.add_subcommand("train", train, help="train a model by self-play")
-
-    play = ArgumentParser(description=PlayConfig.__doc__)
-    play.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
-    play.add_class_arguments(PlayConfig, as_group=False)
-    commands.add_subcommand("play", play, help="watch one episode played by a model against itself")
-
-    evaluate = ArgumentParser(description=EvalConfig.__doc__ + " Writes report.json, summary.md and plots.")
-    evaluate.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
-    evaluate.add_class_arguments(EvalConfig, as_group=False)
-    commands.add_subcommand("eval", evaluate, help="win rate, verifiable accuracy or a checkpoint league")
-
-    serve = ArgumentParser(description=ServeConfig.__doc__ + " Runs until interrupted (Ctrl-C).")
-    serve.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
-    serve.add_class_arguments(ServeConfig, as_group=False)
-    commands.add_subcommand("serve", serve, help="serve a model with vLLM for the openai engine")
-
-    bench = ArgumentParser(description="Run a benchmark from benchmarks/ and print its Markdown table. "
-                                       "`lsp bench` lists them; `lsp bench NAME --help` shows one's settings.")
-    commands.add_subcommand("bench", bench, help="run a benchmark (lsp bench NAME ...)")
-
-    commands.add_subcommand("games", ArgumentParser(description="List the registered games."),
-                            help="list the registered games")
-    commands.add_subcommand("algos", ArgumentParser(description="List the registered algorithms."),
-                            help="list the registered algorithms")
-    return parser
+# name: (one-line help, "module:ConfigClass" or None, description when there is no config class)
+COMMANDS = {
+    "train": ("train a model by self-play", "algorithms.config:TrainConfig",
+              "Train with self-play (paper's Algorithm 1). Writes metrics, TensorBoard logs, transcripts, "
+              "checkpoints and a plot to a run folder."),
+    "play": ("watch one episode played by a model against itself", "lsp.play:PlayConfig", ""),
+    "eval": ("win rate, verifiable accuracy or a checkpoint league", "lsp.evaluate:EvalConfig",
+             " Writes report.json, summary.md and plots."),
+    "serve": ("serve a model with vLLM for the openai engine", "agents.serve:ServeConfig",
+              " Runs until interrupted (Ctrl-C or SIGTERM), then stops the whole server."),
+    "bench": ("run a benchmark (lsp bench NAME ...)", None,
+              "Run a benchmark from benchmarks/ and print its Markdown table. `lsp bench` lists them; "
+              "`lsp bench NAME --help` shows one's settings."),
+    "games": ("list the registered games", None, "List the registered games."),
+    "algos": ("list the registered algorithms", None, "List the registered algorithms."),
+}
 
 
 class SetupError(Exception):
     """A run could not start: bad settings, a missing model, an unreadable checkpoint."""
 
 
+def config_class(command: str) -> type | None:
+    """The settings dataclass of `command`, imported on demand."""
+    target = COMMANDS[command][1]
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_parser(command: str | None = None) -> ArgumentParser:
+    """The `lsp` parser. Only `command`'s settings are read; the other commands are listed by name."""
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog="lsp", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    commands = parser.add_subcommands(dest="command")
+    for name, (help, _, _) in COMMANDS.items():
+        sub = _command_parser(name) if name == command else ArgumentParser(exit_on_error=False)
+        commands.add_subcommand(name, sub, help=help)
+    return parser
+
+
+def _command_parser(command: str) -> ArgumentParser:
+    config, description = config_class(command), COMMANDS[command][2]
+    if config is not None:
+        description = config.__doc__ + description
+    parser = ArgumentParser(description=description, exit_on_error=False)
+    if config is not None:
+        parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
+        parser.add_class_arguments(config, as_group=False)
+        parser.add_argument("--verbose", action="store_true", help="show vLLM's and transformers' own logs")
+    if command == "train":
+        parser.add_argument("--resume", type=str | None, default=None,
+                            help="continue the run in this folder from its latest checkpoint "
+                                 "(only flags given explicitly, e.g. --iterations, override its config)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     console = Console()
+    command = argv[0] if argv and argv[0] in COMMANDS else None
     try:
-        if argv[:1] == ["bench"] and argv[1:2] and not argv[1].startswith("-"):  # each benchmark has its own flags
+        if command == "bench" and argv[1:2] and not argv[1].startswith("-"):  # each benchmark has its own flags
             from lsp.bench import run_benchmark
 
+            _quiet_logs("--verbose" in argv)
             _setup(lambda: run_benchmark(argv[1], argv[2:], console))
             return 0
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser(command).parse_args(argv)
+        except ArgumentError as error:
+            message = " ".join(line.strip() for line in str(error).splitlines())
+            raise SetupError(f"{message}\n(see: lsp {command + ' ' if command else ''}--help)") from None
         command, options = args.command, args[args.command]
+        _quiet_logs(bool(options.get("verbose")))
         if command == "bench":
             from lsp.bench import list_benchmarks
 
@@ -84,19 +105,28 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "play":
             from lsp.play import play
 
-            _setup(lambda: play(_dataclass(PlayConfig, options), console))
+            _setup(lambda: play(_dataclass(config_class(command), options), console))
         elif command == "eval":
             from lsp.evaluate import evaluate
 
-            _setup(lambda: evaluate(_dataclass(EvalConfig, options), console))
+            _setup(lambda: evaluate(_dataclass(config_class(command), options), console))
         elif command == "train":
             _train(options, argv, console)
         elif command == "serve":
-            _serve(_dataclass(ServeConfig, options), console)
+            _serve(_setup(lambda: _dataclass(config_class(command), options)), console)
     except SetupError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error.__cause__ or error}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error.__cause__ or error}", highlight=False)
         return 2
     return 0
+
+
+def _quiet_logs(verbose: bool) -> None:
+    """vLLM and transformers log at length; show only their errors unless `--verbose` (the user's own
+    VLLM_LOGGING_LEVEL / TRANSFORMERS_VERBOSITY win)."""
+    if not verbose:
+        level = os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        logging.getLogger("vllm").setLevel(level)  # also before vLLM sets up its logging (TorchRL imports parts)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _setup(build):
@@ -119,7 +149,10 @@ def _dataclass(cls, options):
 
 
 def _train(options, argv: list[str], console: Console) -> None:
-    from algorithms.trainer import Trainer
+    from algorithms.config import TrainConfig
+
+    config = None if options.resume else _setup(lambda: _checked_names(_dataclass(TrainConfig, options)))
+    from algorithms.trainer import Trainer  # torch, transformers and vLLM load from here on
 
     if options.resume:
         given = {f.name for f in fields(TrainConfig)
@@ -127,7 +160,7 @@ def _train(options, argv: list[str], console: Console) -> None:
         trainer = _setup(lambda: Trainer.resume(options.resume, **{name: options[name] for name in given}))
         console.print(f"resuming {trainer.run_dir} after iteration {trainer.start_iteration}")
     else:
-        trainer = _setup(lambda: Trainer(_dataclass(TrainConfig, options)))
+        trainer = _setup(lambda: Trainer(config))
     engine = trainer.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else "")
     console.print(f"run folder: [bold]{trainer.run_dir}[/]  (engine {engine}, "
                   f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
@@ -139,15 +172,34 @@ def _train(options, argv: list[str], console: Console) -> None:
                   f"transcripts: {run_dir / 'transcripts.md'}  checkpoints: {run_dir / 'checkpoints'}")
 
 
-def _serve(config: ServeConfig, console: Console) -> None:
-    from agents.serve import VLLMServer
+def _checked_names(config):
+    """`config`, once its game and algorithm are known to be registered (a quick check, before torch loads)."""
+    import lsp_env
+    from algorithms import registration
 
+    lsp_env.registry[config.game]
+    registration.check_name(config.algorithm)
+    return config
+
+
+def _serve(config, console: Console) -> None:
+    """Run the server until Ctrl-C or SIGTERM; either stops its whole process tree."""
+    import signal
+
+    from agents.serve import KEY_ENV, VLLMServer
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     server = VLLMServer(config)
-    with console.status(f"starting vLLM for {config.model} (log: {server.log_path}) ..."):
-        url = _setup(server.start)
-    console.print(f"serving {config.model} at [bold]{url}[/]. Train on it with: "
-                  f"lsp train --engine openai --server_url {url}   (Ctrl-C stops the server)")
     try:
+        with console.status(f"starting vLLM for {config.model} (log: {server.log_path}) ..."):
+            url = _setup(server.start)
+        key = "" if config.api_key or os.environ.get(KEY_ENV) else f"export {KEY_ENV}={server.api_key}\n  "
+        console.print(f"serving {config.model} at [bold]{url}[/] (every request needs the API key). Train on it "
+                      f"with:\n  {key}lsp train --engine openai --server_url {url}\n(Ctrl-C stops the server)",
+                      highlight=False)
         code = server.process.wait()
     except KeyboardInterrupt:
         return

@@ -11,6 +11,7 @@ folder inside `output`:
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +24,7 @@ from rich.console import Console
 from agents.lora import is_adapter_folder
 from agents.models import DEFAULT_MODEL
 from agents.policy import SamplingParams
-from algorithms.evaluation import alpaca, league, report, suite, verifiable, winrate
-from algorithms.evaluation.pairwise import build_pairwise_judge
+from evaluation import alpaca
 
 DEFAULT_VERIFIABLE_GAME = "ConstrainedInstructions-v0"
 
@@ -85,11 +85,17 @@ class EvalConfig:
 
 def evaluate(config: EvalConfig, console: Console | None = None) -> Path:
     """Run one evaluation; returns the report folder."""
+    from evaluation import report
+
     console = console or Console()
     folder = Path(config.output) / f"{config.mode}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     runner = {"winrate": _winrate, "verifiable": _verifiable, "league": _league}[config.mode]
-    results, markdown, headline = runner(config, folder, console)
+    try:
+        results, markdown, headline = runner(config, folder, console)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed evaluation leaves no half-written report folder
+        raise
     report.write_report(folder, {"mode": config.mode, "config": asdict(config), **results}, markdown)
     console.print(headline)
     console.print(f"report: [bold]{folder / 'report.json'}[/]  summary: [bold]{folder / 'summary.md'}[/]")
@@ -140,6 +146,9 @@ def _answers(policy, instructions: list[str], params: SamplingParams, seed: int)
 
 
 def _winrate(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    from evaluation import report, winrate
+    from evaluation.pairwise import build_pairwise_judge
+
     load = _loader(config, console)
     records = alpaca.read_records(config.prompts)
     instructions = [record["instruction"] for record in records]
@@ -179,7 +188,7 @@ def _winrate(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, 
             "comparisons": [asdict(item) for item in comparisons]}, markdown, headline
 
 
-def _annotations(comparisons: list[winrate.Comparison], names: tuple[str, str], annotator: str) -> list[dict]:
+def _annotations(comparisons: list, names: tuple[str, str], annotator: str) -> list[dict]:
     records = []
     for item in comparisons:
         candidate, baseline = (names[0], item.candidate), (names[1], item.baseline)
@@ -192,16 +201,18 @@ def _annotations(comparisons: list[winrate.Comparison], names: tuple[str, str], 
 
 
 def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    from evaluation import report, verifiable
+
     if config.suite:
         return _suite(config, folder, console)
-    from algorithms.trainer import make_game
+    from lsp_env import make_with_judges
 
     game = config.game or DEFAULT_VERIFIABLE_GAME
     if not verifiable.is_verifiable(game):
         raise ValueError(f"{game} has no verified solver reward; verifiable games: "
                          f"{', '.join(verifiable.verifiable_games())}")
     load = _loader(config, console)
-    make_env = lambda: make_game(game, {}, {})  # noqa: E731  (no judges: only the verified reward counts)
+    make_env = lambda: make_with_judges(game, {}, {})  # noqa: E731  (no judges: only the verified reward counts)
     heldout_path = Path(config.heldout) if config.heldout else folder / "heldout.json"
     if heldout_path.exists():
         heldout = verifiable.HeldoutSet.load(heldout_path)
@@ -241,6 +252,8 @@ def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dic
 
 
 def _suite(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    from evaluation import report, suite, verifiable
+
     import torch
 
     held_out = suite.load_suite(config.suite)
@@ -274,8 +287,10 @@ def _suite(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, st
 
 
 def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
+    from evaluation import league, report, verifiable
+
     from agents.judges import build_judge
-    from algorithms.trainer import make_game
+    from lsp_env import make_with_judges
 
     if not config.run:
         raise ValueError("the league mode needs --run RUN_FOLDER")
@@ -288,7 +303,7 @@ def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, s
     judge_policy = None if judge_name in ("none", "") or judge_name.startswith("reward-model:") else load(
         config.judge_model or players[0].model)
     judge = build_judge(judge_name, judge_policy, mode=run_config.get("judge_mode", config.judge_mode))
-    make_env = lambda: make_game(game, {"judge": judge}, game_args)  # noqa: E731
+    make_env = lambda: make_with_judges(game, {"judge": judge}, game_args)  # noqa: E731
     with console.status(f"{len(players)} players, {config.matches} matches per pair ..."):
         matches = league.play_league(players, make_env, load, config.matches,
                                      SamplingParams(config.max_new_tokens, config.challenger_temperature),

@@ -6,12 +6,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.panel import Panel
 
-from agents import LLMAgent, SamplingParams
-from agents.hf import HFPolicy
-from agents.judges import build_judge
-from agents.models import load_model
-from algorithms.collector import Collector, Rollout
-from algorithms.trainer import make_game
+from agents.models import DEFAULT_MODEL
 
 
 @dataclass
@@ -20,7 +15,7 @@ class PlayConfig:
     `answers` times (the episode is forked at the solver's turn), the judges score."""
 
     game: str = "LanguageSelfPlay-v0"
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """Alias, Hugging Face id, local folder, or a LoRA adapter folder (its base model is loaded)."""
     adapter: str | None = None
     """A LoRA adapter folder (PEFT format) to load onto `model`."""
@@ -37,9 +32,17 @@ class PlayConfig:
     temperature: float = 0.8
 
 
-def play(config: PlayConfig, console: Console | None = None) -> Rollout:
-    """Play and print one episode group; returns the rollout."""
+def play(config: PlayConfig, console: Console | None = None):
+    """Play and print one episode group; returns the `algorithms.collector.Rollout`."""
     import torch
+
+    from agents.agent import LLMAgent
+    from agents.hf import HFPolicy
+    from agents.judges import build_judge
+    from agents.models import load_model
+    from agents.policy import SamplingParams
+    from algorithms.collector import Collector
+    from lsp_env import make_with_judges
 
     console = console or Console()
     torch.manual_seed(config.seed)
@@ -47,9 +50,9 @@ def play(config: PlayConfig, console: Console | None = None) -> Rollout:
         policy = HFPolicy(*load_model(config.model, adapter=config.adapter))
     judges = {"judge": build_judge(config.judge, policy, mode=config.judge_mode),
               "quality_judge": build_judge(config.quality_judge, policy, mode=config.judge_mode)}
-    env = make_game(config.game, judges, {})
+    env = make_with_judges(config.game, judges)
     agent = LLMAgent(policy, params=SamplingParams(config.max_new_tokens, config.temperature))
-    collector = Collector(lambda: make_game(config.game, judges, {}), {r: agent for r in env.possible_agents},
+    collector = Collector(lambda: make_with_judges(config.game, judges), {r: agent for r in env.possible_agents},
                           group_size=config.answers)
     with console.status("playing ..."):
         rollout = collector.collect(num_groups=1, seed=config.seed)
@@ -58,8 +61,8 @@ def play(config: PlayConfig, console: Console | None = None) -> Rollout:
     return rollout
 
 
-def print_rollout(rollout: Rollout, console: Console, title: str = "") -> None:
-    """A readable transcript: prompts, moves, scores and reward breakdowns."""
+def print_rollout(rollout, console: Console, title: str = "") -> None:
+    """A readable transcript of a `Rollout`: prompts, moves, scores and reward breakdowns."""
     console.rule(title)
     for episodes in rollout.groups().values():
         for turn in (t for t in episodes[0].turns if not t.branch):

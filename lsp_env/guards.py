@@ -165,9 +165,7 @@ class GuardedGame(TextGame):
 
     def reject_move(self, agent: str, reason: str) -> None:
         """End the game on `agent`'s move, which breaks the rules: `invalid_move_penalty` for it, 0 for the others."""
-        self.rewards[agent] = self.invalid_move_penalty
-        self.infos[agent]["invalid_move"] = reason
-        self.transcript.append(("invalid move", f"{agent}: {reason}"))
+        self.invalid_move(agent, reason)
 
     def apply_guards(self, query: str, answer: str, rewards: dict[str, float], template: str = "") -> dict:
         """Subtract the penalties of the guards that fire from `rewards` (in place); return the triggers."""
@@ -177,6 +175,7 @@ class GuardedGame(TextGame):
             if trigger is not None and trigger.role in rewards:
                 triggers[guard.name] = vars(trigger)
                 rewards[trigger.role] -= trigger.penalty
+                self.penalties[trigger.role] += trigger.penalty
         if triggers:
             self.transcript.append(("guards", "\n".join(
                 f"{name}: -{t['penalty']:.3f} for the {t['role']} ({t['reason']})" for name, t in triggers.items())))
@@ -204,3 +203,22 @@ def trigger_counts(episodes: Iterable[Any], names: Iterable[str] = ()) -> dict[s
                 seen.add((name, episode.group) if trigger["role"] == "challenger" else (name, "episode", number))
     counts = Counter(key[0] for key in seen)
     return {f"guards/{name}": counts.get(name, 0) for name in sorted(set(names) | set(counts))}
+
+
+def penalty_totals(episodes: Iterable[Any], roles: Iterable[str]) -> dict[str, float]:
+    """`penalty/ROLE`: the total that penalties (guards, invalid moves) took from each role's rewards in a
+    rollout, read from `infos[role]["penalty"]`.
+
+    A role that moves before the branch point has one turn per group, shared by the group's episodes: its
+    penalty counts once per group (the mean over them). Other roles' penalties count once per episode.
+    """
+    groups: dict[Any, list] = {}
+    for episode in episodes:
+        groups.setdefault(episode.group, []).append(episode)
+    totals = dict.fromkeys(roles, 0.0)
+    for group in groups.values():
+        for role in totals:
+            values = [(episode.infos.get(role) or {}).get("penalty", 0.0) for episode in group]
+            branched = any(turn.role == role and turn.branch for episode in group for turn in episode.turns)
+            totals[role] += sum(values) if branched else sum(values) / len(values)
+    return {f"penalty/{role}": total for role, total in totals.items()}

@@ -165,3 +165,13 @@ register = registry.register
 make = registry.make
 games_table = registry.table
 load_plugins = registry.load_plugins
+
+
+def make_with_judges(id: str, judges: Mapping[str, Any], game_args: Mapping[str, Any] | None = None) -> AECEnv:
+    """`make(id)` given the judges among `judges` ({"judge": ..., "quality_judge": ...}) that the game declares
+    (`lsp_env.contract`: its `judges`); a game that declares none gets none."""
+    from lsp_env.contract import judge_arguments
+
+    accepted = judge_arguments(registry[id].load())
+    given = {name: judge for name, judge in judges.items() if judge is not None and name in accepted}
+    return make(id, **given, **dict(game_args or {}))

@@ -32,6 +32,15 @@ unassigned code points). `None` from a live agent is invalid too. An invalid
 move ends the episode: the offending agent gets `invalid_move_penalty`, every
 other agent 0, and `infos[agent]["invalid_move"]` says why. The game state is
 left as it was before the move.
+
+### Penalties and zero-sum
+
+An invalid move's penalty (and a guard's, `lsp_env.guards`) lowers one
+agent's reward only, so a game whose own rewards add up to 0 no longer does.
+When the game ends, `infos[agent]["penalty"]` holds the total of each agent
+that was penalised. With `zero_sum = True` (an attribute a trainer sets),
+each penalty is credited to the other agents in equal shares, so the rewards
+of a zero-sum game add up to 0 exactly.
 """
 from __future__ import annotations
 
@@ -169,8 +178,10 @@ class TextGame(AECEnv, ABC):
     #: The agent whose decision a trainer samples several times, continuing one
     #: `fork()` per sample (the group's branch point); None when not branching.
     branch_agent: ClassVar[str | None] = None
-    #: Constructor kwargs that `make` cannot default (e.g. a judge).
-    required_kwargs: ClassVar[tuple[str, ...]] = ()
+    #: The constructor arguments that take a judge (`agents.judges.Judge`); a trainer passes its judges to these.
+    judges: ClassVar[tuple[str, ...]] = ()
+    #: Credit every penalty to the other agents, keeping a zero-sum game zero-sum (module docstring).
+    zero_sum: bool = False
 
     def __init__(
         self,
@@ -228,6 +239,7 @@ class TextGame(AECEnv, ABC):
         self.terminations = dict.fromkeys(self.agents, False)
         self.truncations = dict.fromkeys(self.agents, False)
         self.infos = {agent: {} for agent in self.agents}
+        self.penalties = dict.fromkeys(self.agents, 0.0)
         self.transcript = []
         self.agent_selection = self.reset_game(seed, options)
 
@@ -247,9 +259,7 @@ class TextGame(AECEnv, ABC):
         try:
             text = parse_action(action, self.action_space(agent))
         except InvalidMove as invalid:
-            self.rewards[agent] = self.invalid_move_penalty
-            self.infos[agent]["invalid_move"] = str(invalid)
-            self.transcript.append(("invalid move", f"{agent}: {invalid}"))
+            self.invalid_move(agent, str(invalid))
             self._end_game()
         else:
             self.transcript.append((agent, text))
@@ -262,7 +272,20 @@ class TextGame(AECEnv, ABC):
         if self.render_mode == "human":
             print(_format_transcript(self.transcript[turns_before:]))
 
+    def invalid_move(self, agent: str, reason: str) -> None:
+        """Give `agent` `invalid_move_penalty` for this step (the others 0) and record why."""
+        self.rewards[agent] = self.invalid_move_penalty
+        self.penalties[agent] -= self.invalid_move_penalty
+        self.infos[agent]["invalid_move"] = reason
+        self.transcript.append(("invalid move", f"{agent}: {reason}"))
+
     def _end_game(self) -> None:
+        others = len(self.agents) - 1
+        for agent in self.agents:
+            if self.zero_sum and others:
+                self.rewards[agent] += sum(p for a, p in self.penalties.items() if a != agent) / others
+            if self.penalties[agent]:
+                self.infos[agent]["penalty"] = self.penalties[agent]
         self.terminations = dict.fromkeys(self.agents, True)
         self.agent_selection = self.agents[0]
         rewards = ", ".join(f"{agent} {reward:+.3f}" for agent, reward in self.rewards.items())

@@ -1,4 +1,6 @@
 """`lsp bench`: list and run the benchmarks."""
+import re
+
 from lsp.bench import BENCHMARKS
 from lsp.cli import main
 
@@ -22,3 +24,10 @@ def test_bench_runs_a_benchmark_with_its_own_flags(tiny_path, capsys):
     out = capsys.readouterr().out
     for phase in ("generate", "env_and_judge", "reference", "train", "sync"):
         assert phase in out
+
+
+def test_the_load_benchmark_reads_memory_fds_and_threads_each_iteration(capsys):
+    assert main(["bench", "collector-load", "--groups", "2", "--group_size", "2", "--iterations", "2",
+                 "--warmup", "1", "--max_new_tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 | 4 |" in out and re.search(r"resident memory [+-]\d+ MiB .* open fds [+-]\d+, threads [+-]\d+", out)

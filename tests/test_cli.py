@@ -18,18 +18,57 @@ def test_algos_lists_the_registry(capsys):
     assert "lsp-zero" in out and "grpo" in out
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["play"], ["serve"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["play"], ["eval"], ["serve"], ["bench"]])
 def test_help_documents_every_subcommand(command):
     result = subprocess.run([sys.executable, "-m", "lsp.cli", *command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "usage: lsp" in result.stdout
 
 
-def test_bad_settings_are_rejected_with_a_message():
-    result = subprocess.run([sys.executable, "-m", "lsp.cli", "train", "--num_queries", "5"],
-                            capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "num_queries" in result.stderr
+LIGHT = """
+import sys
+from lsp.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exit:  # --help
+    code = exit.code
+heavy = sorted(m for m in ("torch", "vllm", "transformers", "torchrl", "peft") if m in sys.modules)
+assert code == 0 and not heavy, (code, heavy)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["games"], ["algos"], ["train", "--help"], ["eval", "--help"],
+                                  ["play", "--help"], ["serve", "--help"]])
+def test_help_and_listings_load_no_model_library(argv):
+    """`lsp --help`, the listings and every command's --help answer without torch, transformers or vLLM."""
+    subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv)], check=True, timeout=120, capture_output=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--num_queries", "5", "--batch_size", "2"], "num_queries"),
+    (["train", "--lr", "abc"], 'Parser key "lr": Does not validate'),
+    (["train", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1"),
+    (["eval", "--mode", "nonsense"], "mode"),
+    (["train", "--game", "NoSuchGame-v0"], "No game registered as 'NoSuchGame-v0'"),
+    (["train", "--algorithm", "lsp-zer"], "unknown algorithm 'lsp-zer'. Did you mean lsp-zero"),
+    (["train", "--algorithm_args", "{no_such_key: 1}"], "no setting(s) ['no_such_key']"),
+    (["train", "--game", "TicTacToe-v0", "--game_args", "{no_such_key: 1}"], "no_such_key"),
+])
+def test_bad_settings_give_one_line_then_the_usage_hint(argv, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lsp.cli", *argv, "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error:") and message in lines[0] and len(lines) <= 2, result.stderr
+    assert "usage:" not in result.stderr and not list((tmp_path / "out").glob("*"))
+
+
+def test_a_folder_without_a_model_is_named_as_such(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lsp.cli", "eval", "--model", str(tmp_path), "--output",
+                             str(tmp_path / "evals")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "holds no model (no config.json)" in result.stderr and "sentencepiece" not in result.stderr
+    assert not list((tmp_path / "evals").glob("*"))  # no report folder left behind
 
 
 @pytest.mark.slow

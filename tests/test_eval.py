@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from agents.models import tiny_model
-from algorithms.evaluation import alpaca
+from evaluation import alpaca
 from lsp.cli import main
 
 

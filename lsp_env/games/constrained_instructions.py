@@ -82,6 +82,7 @@ class ConstrainedInstructions(GuardedGame):
         "render_modes": ["human", "ansi"],
     }
     branch_agent = "solver"
+    judges = ("quality_judge",)
 
     def __init__(self, quality_judge: Judge | None = None, *, min_constraints: int = 1, max_constraints: int = 3,
                  max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,

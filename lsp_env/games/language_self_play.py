@@ -1,7 +1,7 @@
 """
 # Language Self-Play
 
-| Creation           | `lsp_env.make("LanguageSelfPlay-v0", judge=...)`     |
+| Creation           | `lsp_env.make("LanguageSelfPlay-v0", judge=None)`    |
 |--------------------|------------------------------------------------------|
 | Actions            | Text (`UnicodeText`)                                 |
 | Parallel API       | No                                                   |
@@ -63,7 +63,9 @@ without a judge call: the solver gets `invalid_move_penalty`, the challenger 0
                      max_answer_chars=32768, guards=None, invalid_move_penalty=-1.0,
                      render_mode=None)
 
-`judge` is required (any `agents.judges.Judge`). `challenger_prompt`, when
+`judge` is any `agents.judges.Judge`; without one, the game gets the
+embedded model's helpfulness self-judge, loaded on its first judgement
+(`agents.default_judge`). `challenger_prompt`, when
 given, replaces the prompt built from `task` and `template`. The character
 limits are generous (about 2k and 8k tokens) so that they only catch runaways.
 
@@ -82,8 +84,6 @@ from lsp_env.text_game import check_judge
 if TYPE_CHECKING:
     from agents.judges import Judge, Judgement
 
-JUDGE_HINT = "pass judge=FunctionJudge(fn), SelfJudge(...) or RewardModelJudge(...) from agents.judges"
-
 
 class LanguageSelfPlay(GuardedGame):
     """The challenger writes a query, the solver answers, a judge scores the answer."""
@@ -97,7 +97,7 @@ class LanguageSelfPlay(GuardedGame):
         "render_modes": ["human", "ansi"],
     }
     branch_agent = "solver"
-    required_kwargs = ("judge",)
+    judges = ("judge", "quality_judge")
 
     def __init__(
         self,
@@ -114,7 +114,9 @@ class LanguageSelfPlay(GuardedGame):
         render_mode: str | None = None,
     ):
         if judge is None:
-            raise ValueError(f"LanguageSelfPlay needs a judge to score the solver's answers: {JUDGE_HINT}.")
+            from agents.default_judge import EmbeddedJudge
+
+            judge = EmbeddedJudge()
         check_judge("judge", judge)
         if quality_judge is not None:
             check_judge("quality_judge", quality_judge)

@@ -4,12 +4,16 @@ Failure handling runs against local stand-ins (a port nobody listens on, a
 socket that accepts and never answers, a process that dies). The round trip
 runs against one `vllm serve` of SmolLM2-135M-Instruct for the whole file.
 """
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -104,6 +108,38 @@ def test_serve_command_binds_to_localhost_and_keeps_the_key_off_the_command_line
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert "secret" not in " ".join(command)
     assert server.url == "http://127.0.0.1:8123"
+    assert command[command.index("--middleware") + 1] == "agents.serve.KeyGuard"
+
+
+@pytest.mark.parametrize("weight_updates", [True, False])
+def test_the_key_guard_opens_only_health_without_the_key(monkeypatch, weight_updates):
+    from starlette.testclient import TestClient
+
+    from agents.serve import KeyGuard, _key_hash
+
+    async def app(scope, receive, send):  # stands in for vLLM's app: every route answers 200
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setenv("LSP_SERVER_KEY_SHA256", _key_hash("k").hex())
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1" if weight_updates else "0")
+    client = TestClient(KeyGuard(app))
+    good, bad = {"Authorization": "Bearer k"}, {"Authorization": "Bearer kk"}
+    assert client.get("/health").status_code == 200
+    assert [client.post("/v1/completions", headers=h).status_code for h in ({}, bad, good)] == [401, 401, 200]
+    assert client.post("/v1x", headers=good).status_code == 404
+    assert client.post("/collective_rpc", headers=good).status_code == (200 if weight_updates else 404)
+    assert client.post("/collective_rpc", headers=bad).status_code == (401 if weight_updates else 404)
+    assert client.post("/sleep", headers=good).status_code == 404
+
+
+def test_without_a_key_the_server_makes_a_fresh_one(monkeypatch):
+    monkeypatch.delenv("LSP_API_KEY", raising=False)
+    first, second = VLLMServer(ServeConfig()), VLLMServer(ServeConfig())
+    assert len(first.api_key) >= 24 and first.api_key != second.api_key
+    monkeypatch.setenv("LSP_API_KEY", "from-env")
+    assert VLLMServer(ServeConfig()).api_key == "from-env"
+    assert VLLMServer(ServeConfig(api_key="given")).api_key == "given"
 
 
 # --- a real vllm serve -----------------------------------------------------------------
@@ -159,6 +195,74 @@ def test_seeded_batches_repeat(client):
 def test_a_wrong_api_key_is_refused(server, hf):
     with pytest.raises(ServerError, match="HTTP 401"):
         OpenAIPolicy(server.url, hf.tokenizer, model=DEFAULT_MODEL, api_key="wrong").generate(CHAT, params=GREEDY)
+
+
+@pytest.mark.slow
+def test_every_route_but_health_needs_the_key_and_other_development_routes_are_closed(server):
+    good, bad = {"Authorization": f"Bearer {API_KEY}"}, {"Authorization": "Bearer wrong"}
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    for path in ("/v1/models", "/version"):
+        assert httpx.get(server.url + path).status_code == 401
+        assert httpx.get(server.url + path, headers=bad).status_code == 401
+        assert httpx.get(server.url + path, headers=good).status_code == 200
+    for path in ("/collective_rpc", "/reset_prefix_cache"):  # the weight sync's routes: open, behind the key
+        assert httpx.post(server.url + path, json={}).status_code == 401
+    assert httpx.post(f"{server.url}/reset_prefix_cache", headers=good).status_code == 200
+    for path in ("/server_info", "/is_sleeping", "/sleep", "/reset_mm_cache", "/docs", "/openapi.json"):
+        response = httpx.request("GET" if path in ("/server_info", "/is_sleeping", "/docs", "/openapi.json")
+                                 else "POST", server.url + path, headers=good)
+        assert response.status_code == 404 and response.json() == {"error": "not served"}, path
+
+
+def live_processes() -> dict[int, int]:
+    """pid -> parent pid of every process that is not a zombie, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    return parents
+
+
+def descendants(root: int) -> set[int]:
+    """`root` and the live processes under it."""
+    parents = live_processes()
+    tree = {root} & set(parents)
+    while grown := {pid for pid, parent in parents.items() if parent in tree} - tree:
+        tree |= grown
+    return tree
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_to_lsp_serve_stops_the_whole_server_tree():
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if name != "LSP_API_KEY"}
+    serve = subprocess.Popen([sys.executable, "-m", "lsp.cli", "serve", "--port", str(port), "--kv_cache_gib", "0.5"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", 600, serve)
+        output = ""
+        for line in serve.stdout:  # up to the line telling how to train on it
+            output += line
+            if "lsp train --engine openai" in line:
+                break
+        tree = descendants(serve.pid)
+        assert len(tree) >= 2  # lsp serve and the vLLM server
+        serve.send_signal(signal.SIGTERM)
+        output += serve.communicate(timeout=120)[0]
+    finally:
+        serve.kill()
+    assert "export LSP_API_KEY=" in output  # the key it made, and how to use it
+    deadline = time.monotonic() + 30
+    while tree & set(live_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not tree & set(live_processes()), "server processes outlived lsp serve"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health")
 
 
 @pytest.mark.slow

@@ -70,9 +70,11 @@ def test_row_weights_give_solver_loss_plus_alpha_challenger_loss():
     assert weight.tolist() == pytest.approx([2.0, 8 / 6, 8 / 6, 8 / 6, 2.0, 8 / 6, 8 / 6, 8 / 6])
 
 
-def test_loss_gradient_equals_hand_written_objective():
-    """d loss / d theta == d [-mean_sol(A * mean_t log pi) - alpha * mean_ch(A * mean_t log pi)] / d theta."""
-    rows, batch, loss = advantages("lsp-zero", False, beta=0.0, challenger_weight=0.5)
+@pytest.mark.parametrize("aggregation", ["sequence_sum", "prompt_mean", "token_mean"])
+def test_loss_gradient_equals_hand_written_objective(aggregation):
+    """d loss / d theta == d [-mean_sol(A * agg_t log pi) - alpha * mean_ch(A * agg_t log pi)] / d theta, with agg
+    the sum over the answer's tokens (the paper), their mean, or the sum over the side's mean length."""
+    rows, batch, loss = advantages("lsp-zero", False, beta=0.0, challenger_weight=0.5, aggregation=aggregation)
     model = loss.actor_network
     model.train()
     output = loss(batch)
@@ -82,9 +84,11 @@ def test_loss_gradient_equals_hand_written_objective():
 
     mask = batch.get(("masks", "all_assistant_mask"))
     logp = token_log_probs(model, batch.get(("tokens", "full")), batch.get(("masks", "all_attention_mask")))
-    per_row = (logp * mask).sum(-1) / mask.sum(-1)
-    advantage = batch.get(ADVANTAGE_KEY)[:, 0, 0]
     solver = batch.get("branch")
+    lengths = mask.sum(-1).float()
+    side_mean = torch.where(solver, lengths[solver].mean(), lengths[~solver].mean())
+    per_row = (logp * mask).sum(-1) / {"sequence_sum": 1.0, "prompt_mean": lengths, "token_mean": side_mean}[aggregation]
+    advantage = batch.get(ADVANTAGE_KEY)[:, 0, 0]
     expected = -(advantage * per_row)[solver].mean() - 0.5 * (advantage * per_row)[~solver].mean()
     expected_grads = torch.autograd.grad(expected, list(model.parameters()), allow_unused=True)
     for got, want in zip(grads, expected_grads):

@@ -12,6 +12,7 @@ def batch(roles, groups, rewards, branch=None):
     rows = len(roles)
     return TensorDict({
         ("tokens", "full"): torch.zeros(rows, 3, dtype=torch.long),
+        ("masks", "all_assistant_mask"): torch.tensor([[False, True, True]] * rows),
         "role": torch.tensor(roles), "group": torch.tensor(groups),
         "branch": torch.tensor(branch or [False] * rows), "reward": torch.tensor(rewards),
     }, batch_size=[rows])

@@ -1,4 +1,7 @@
 """The LanguageSelfPlay game: flow, rewards, infos, invalid moves, fork, render, prompts."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -184,11 +187,15 @@ def test_render_mode_is_checked(judge):
         LanguageSelfPlay(judge, render_mode="rgb_array")
 
 
-def test_judge_is_required():
-    with pytest.raises(ValueError, match=r"judge=FunctionJudge\(fn\)"):
-        LanguageSelfPlay()
-    with pytest.raises(ValueError, match="needs a judge"):
-        lsp_env.make("LanguageSelfPlay-v0")
+def test_without_a_judge_the_game_gets_the_embedded_self_judge_unloaded():
+    program = ("import sys, lsp_env\n"
+               "from agents import default_judge\n"
+               "env = lsp_env.make('LanguageSelfPlay-v0')\n"
+               "env.reset(seed=0)\n"
+               "env.step('Explain tides.')\n"  # the challenger's move needs no judgement
+               "assert isinstance(env.judge, default_judge.EmbeddedJudge)\n"
+               "assert not default_judge.is_loaded() and 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=120)
     with pytest.raises(TypeError, match="FunctionJudge"):
         LanguageSelfPlay(lambda query, answer: 1.0)
 
@@ -219,4 +226,3 @@ def test_metadata():
     assert metadata["name"] == "LanguageSelfPlay-v0" and metadata["roles"] == ["challenger", "solver"]
     assert metadata["reward"] == "judged" and metadata["is_parallelizable"] is False
     assert set(metadata["render_modes"]) == {"human", "ansi"}
-    assert LanguageSelfPlay.required_kwargs == ("judge",)

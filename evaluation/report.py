@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from algorithms.evaluation.league import Rating
-from algorithms.evaluation.suite import PairedDifference, SuiteScore
-from algorithms.evaluation.verifiable import Accuracy
-from algorithms.evaluation.winrate import WinRate
+from evaluation.league import Rating
+from evaluation.suite import PairedDifference, SuiteScore
+from evaluation.verifiable import Accuracy
+from evaluation.winrate import WinRate
 
 
 def write_report(folder: str | Path, report: dict, markdown: str) -> Path:

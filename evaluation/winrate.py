@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from algorithms.evaluation.pairwise import Preference
+from evaluation.pairwise import Preference
 
 
 @dataclass

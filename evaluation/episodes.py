@@ -37,7 +37,7 @@ class _Episode:
         self.env.reset(seed=seed)
         self.returns: dict[str, float] = {agent: 0.0 for agent in self.env.possible_agents}
         self.challenger = self.env.agent_selection
-        self.solver = self.env.branch_agent
+        self.solver = getattr(self.env, "branch_agent", None)
 
     @property
     def solver_to_move(self) -> bool:

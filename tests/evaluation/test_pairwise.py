@@ -4,8 +4,8 @@ import torch
 
 from agents.hf import HFPolicy
 from agents.models import tiny_model
-from algorithms.evaluation.pairwise import (VERDICTS, PairwiseJudge, ScoreComparer, build_pairwise_judge,
-                                           calibrate_logprobs)
+from evaluation.pairwise import (VERDICTS, PairwiseJudge, ScoreComparer, build_pairwise_judge,
+                                 calibrate_logprobs)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from agents.hf import HFPolicy
 from agents.judges import FunctionJudge
 from agents.models import tiny_model
 from agents.policy import SamplingParams
-from algorithms.evaluation.league import (ANCHOR, Match, Player, elo_ratings, fit_ratings, league_players,
-                                          play_league, score_table)
-from algorithms.trainer import make_game
+from evaluation.league import (ANCHOR, Match, Player, elo_ratings, fit_ratings, league_players,
+                               play_league, score_table)
+from lsp_env import make_with_judges
 
 
 def scripted_league(rounds: int = 10) -> list[Match]:
@@ -73,7 +73,7 @@ def tiny_models():
 
 def test_a_league_of_tiny_models_plays_every_pair_with_swapped_roles(tiny_models):
     judge = FunctionJudge(lambda query, answer: min(len(answer), 40) / 40)
-    make_env = lambda: make_game("LanguageSelfPlay-v0", {"judge": judge}, {"guards": []})  # noqa: E731
+    make_env = lambda: make_with_judges("LanguageSelfPlay-v0", {"judge": judge}, {"guards": []})  # noqa: E731
     loads = []
 
     def load(model: str) -> HFPolicy:

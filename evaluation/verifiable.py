@@ -17,8 +17,8 @@ import numpy as np
 
 import lsp_env
 from agents.policy import Policy, SamplingParams
-from algorithms.evaluation.episodes import Outcome, challenger_moves, solve, solver_queries
-from algorithms.evaluation.winrate import bootstrap_ci
+from evaluation.episodes import Outcome, challenger_moves, solve, solver_queries
+from evaluation.winrate import bootstrap_ci
 
 
 def is_verifiable(game: str) -> bool:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from agents.policy import Completion, Policy, SamplingParams
-from algorithms.evaluation.suite import (SUITES_DIR, answer_suite, evaluate_policy, grade, load_suite,
-                                         paired_difference, summarize)
+from algorithms.config import SAMPLE_PROMPTS
+from evaluation.suite import (SUITES_DIR, answer_suite, evaluate_policy, grade, load_suite,
+                              paired_difference, summarize)
 from lsp.cli import main
 from lsp_env import constraints as library
 from lsp_env.constraints import KINDS, Constraint, compatible
@@ -15,7 +16,7 @@ from lsp_env.games.constrained_instructions import CHALLENGER_PROMPT
 from lsp_env.prompts import challenger_prompt
 
 BUNDLED = SUITES_DIR / "if-heldout.jsonl"
-TRAINING_PROMPTS = Path(__file__).parents[3] / "algorithms" / "data" / "sample_prompts.jsonl"
+TRAINING_PROMPTS = Path(SAMPLE_PROMPTS)
 
 
 def records():

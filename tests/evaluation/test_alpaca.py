@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from algorithms.evaluation import alpaca
+from evaluation import alpaca
 
 
 def test_outputs_round_trip_in_alpacaeval_format(tmp_path):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from agents.judges import FunctionJudge
-from algorithms.evaluation.pairwise import Preference, ScoreComparer
-from algorithms.evaluation.winrate import bootstrap_ci, compare, summarize
+from evaluation.pairwise import Preference, ScoreComparer
+from evaluation.winrate import bootstrap_ci, compare, summarize
 
 
 class ScriptedJudge:

@@ -4,9 +4,9 @@ import pytest
 from agents.hf import HFPolicy
 from agents.models import tiny_model
 from agents.policy import Completion, Policy, SamplingParams
-from algorithms.evaluation.verifiable import (HeldoutSet, accuracy, is_verifiable, make_heldout_set,
-                                              verifiable_games, verified_scores)
-from algorithms.trainer import make_game
+from evaluation.verifiable import (HeldoutSet, accuracy, is_verifiable, make_heldout_set,
+                                   verifiable_games, verified_scores)
+from lsp_env import make_with_judges
 
 
 class ScriptedPolicy(Policy):
@@ -36,7 +36,7 @@ class ScriptedPolicy(Policy):
 
 
 def arithmetic():
-    return make_game("ArithmeticSelfPlay-v0", {}, {})
+    return make_with_judges("ArithmeticSelfPlay-v0", {}, {})
 
 
 def test_games_with_programmatic_rewards_are_verifiable():
@@ -68,7 +68,7 @@ def test_a_writer_with_too_few_valid_moves_is_an_error():
 
 
 def test_the_heldout_set_is_the_same_for_the_same_seed_and_model():
-    make_env = lambda: make_game("ConstrainedInstructions-v0", {}, {})  # noqa: E731
+    make_env = lambda: make_with_judges("ConstrainedInstructions-v0", {}, {})  # noqa: E731
     params = SamplingParams(max_new_tokens=8, temperature=1.0)
     policy = HFPolicy(*tiny_model(seed=0))
     first = make_heldout_set("ConstrainedInstructions-v0", make_env, policy, "tiny", size=4, seed=3, params=params)

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from agents.policy import Policy, SamplingParams
-from algorithms.evaluation.episodes import challenger_moves, solve
+from evaluation.episodes import challenger_moves, solve
 
 ELO_SCALE = 400 / math.log(10)
 ANCHOR = 1000.0

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-HELDOUT_PROMPTS = str(Path(__file__).parent.parent / "data" / "heldout_prompts.json")
+HELDOUT_PROMPTS = str(Path(__file__).parent / "data" / "heldout_prompts.json")
 
 
 def read_records(path: str | Path) -> list[dict]:

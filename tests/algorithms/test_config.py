@@ -1,0 +1,22 @@
+"""`TrainConfig`: settings that must agree are derived, and what cannot work is refused."""
+import pytest
+
+from algorithms.config import TrainConfig
+
+
+@pytest.mark.parametrize("settings, micro_batches", [
+    ({}, (4, 2)),  # the paper's batch 4 x accumulation 2 for N = 8
+    ({"num_queries": 2}, (2, 1)),
+    ({"num_queries": 6}, (3, 2)),
+    ({"num_queries": 5}, (1, 5)),
+    ({"num_queries": 8, "grad_accumulation": 4}, (2, 4)),
+    ({"num_queries": 8, "batch_size": 8}, (8, 1)),
+])
+def test_micro_batches_follow_num_queries(settings, micro_batches):
+    config = TrainConfig(**settings)
+    assert (config.batch_size, config.grad_accumulation) == micro_batches
+
+
+def test_micro_batches_that_do_not_make_one_step_are_refused():
+    with pytest.raises(ValueError, match=r"batch_size \* grad_accumulation \(4\) must equal num_queries \(5\)"):
+        TrainConfig(num_queries=5, batch_size=2)
