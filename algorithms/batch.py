@@ -88,3 +88,15 @@ def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDi
         REWARD_KEY: torch.tensor([r.reward for r in rows], dtype=torch.float32),
         **{("breakdown", key): torch.tensor([r.breakdown[key] for r in rows]) for key in BREAKDOWN},
     }, batch_size=[len(rows)])
+
+
+def share_without_spread(batch: TensorDict, key=REWARD_KEY) -> float:
+    """The share of groups whose branched rows all have the same `key` (by default the reward: such a group's
+    advantages are 0, so it teaches nothing). Groups with fewer than two branched rows, and rows where a
+    breakdown key is NaN, are not counted; NaN when no group counts."""
+    values = batch.get(key)
+    rows = batch.get(BRANCH_KEY).bool() & ~values.isnan()
+    groups, values = batch.get(GROUP_KEY)[rows], values[rows]
+    flat = [bool((values[groups == g] - values[groups == g][0]).abs().max() < 1e-6)
+            for g in groups.unique() if int((groups == g).sum()) > 1]
+    return sum(flat) / len(flat) if flat else float("nan")

@@ -10,7 +10,7 @@ from lsp_env.contract import BREAKDOWN, INVALID_MOVE_INFO
 
 PLOTTED = [
     ("reward/solver", "reward/challenger"),
-    ("judge/reward", "judge/quality"),
+    ("judge/reward", "judge/quality", "judge/passed"),
     ("loss/kl",),
     ("length/solver", "length/challenger"),
 ]
@@ -43,6 +43,9 @@ class RunLog:
             shared = [t for t in episodes[0].turns if not t.branch]
             for turn in shared:
                 lines.append(f"**{turn.role}:**\n\n{_quote(turn.text)}\n")
+            first = next((t for t in episodes[0].turns if t.branch), None)
+            if first is not None and shared and first.observation != shared[-1].text:
+                lines.append(f"**{first.role} sees:**\n\n{_quote(first.observation)}\n")
             for number, episode in enumerate(episodes, 1):
                 for turn in (t for t in episode.turns if t.branch):
                     lines.append(f"**{turn.role} #{number}:**\n\n{_quote(turn.text)}\n")

@@ -29,12 +29,12 @@ from agents.sync import WeightSync
 from algorithms import checkpoint, registration
 from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS,
                              TOKENS)
-from algorithms.batch import episode_breakdown, make_batch, rollout_rows
+from algorithms.batch import episode_breakdown, make_batch, rollout_rows, share_without_spread
 from algorithms.collector import Collector, Rollout
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
 from algorithms.run_log import RunLog, plot_curves
 from evaluation.suite import evaluate_policy, load_suite
-from lsp_env.contract import judge_arguments
+from lsp_env.contract import BREAKDOWN, judge_arguments
 from lsp_env.guards import penalty_totals, trigger_counts
 from lsp_env.outcomes import outcome_rates
 
@@ -297,10 +297,14 @@ class Trainer:
                 metrics[f"reward/{role}"] = float(batch.get("reward")[rows].mean())
                 metrics[f"length/{role}"] = float(lengths[rows].mean())
                 metrics[f"entropy/{role}"] = float(-token_logprobs[rows].sum() / lengths[rows].sum())
-        for key in ("reward", "quality"):
+        for key in BREAKDOWN:
             values = [v for e in rollout.episodes if (v := episode_breakdown(e, key)) is not None]
             if values:
                 metrics[f"judge/{key}"] = mean(values)
+        metrics["groups/no_spread"] = share_without_spread(batch)  # no gradient from these groups
+        for key in BREAKDOWN:  # e.g. how many groups only the self-reward R_Q tells apart
+            if (share := share_without_spread(batch, ("breakdown", key))) == share:
+                metrics[f"groups/no_spread_in_{key}"] = share
         metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
                                                 for e in rollout.episodes)
         metrics.update(trigger_counts(rollout.episodes, self.guard_names))

@@ -10,7 +10,7 @@ Any PettingZoo `AECEnv` with text actions can be registered and trained;
 reward breakdown). `TextGame` is a base class that has all of it.
 """
 from lsp_env import games  # noqa: F401  (registers the built-in games)
-from lsp_env.contract import BREAKDOWN, INVALID_MOVE_INFO, QUALITY_INFO, REWARD_INFO, Branching, Forkable
+from lsp_env.contract import BREAKDOWN, INVALID_MOVE_INFO, PASSED_INFO, QUALITY_INFO, REWARD_INFO, Branching, Forkable
 from lsp_env.registry import (
     EnvSpec,
     Registry,
@@ -25,7 +25,7 @@ from lsp_env.registry import (
 from lsp_env.text_game import InvalidMove, TextGame, TextObservation, UnicodeText, parse_action
 
 __all__ = [
-    "BREAKDOWN", "INVALID_MOVE_INFO", "QUALITY_INFO", "REWARD_INFO", "Branching", "Forkable",
+    "BREAKDOWN", "INVALID_MOVE_INFO", "PASSED_INFO", "QUALITY_INFO", "REWARD_INFO", "Branching", "Forkable",
     "EnvSpec", "InvalidMove", "Registry", "TextGame", "TextObservation", "UnicodeText", "UnknownGameError",
     "games_table", "load_plugins", "make", "make_with_judges", "parse_action", "register", "registry",
 ]

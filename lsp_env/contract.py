@@ -12,7 +12,7 @@ A game may also offer, and `TextGame` does:
   Without it the collector deep-copies the env, or, when that fails, replays
   the episode from its seed and actions in a fresh env.
 - a reward breakdown in `infos[agent]`, under the keys below, which the
-  trainer logs (`judge/reward`, `judge/quality`) and the transcripts show.
+  trainer logs (`judge/reward`, `judge/quality`, `judge/passed`) and the transcripts show.
 - `judges`: the names of its constructor arguments that take a judge
   ("judge", "quality_judge"); the trainer passes its judges to those only.
 
@@ -26,8 +26,9 @@ from typing import Protocol, runtime_checkable
 
 REWARD_INFO = "reward"  # the task reward R (e.g. the verified score), before guards
 QUALITY_INFO = "quality"  # the self-reward R_Q, or None without a quality judge
+PASSED_INFO = "passed"  # the strict pass rate, where R gives partial credit for near misses
 INVALID_MOVE_INFO = "invalid_move"  # why a move was invalid
-BREAKDOWN = (REWARD_INFO, QUALITY_INFO)
+BREAKDOWN = (REWARD_INFO, QUALITY_INFO, PASSED_INFO)
 
 
 @runtime_checkable

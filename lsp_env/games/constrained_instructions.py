@@ -27,8 +27,10 @@ The challenger's move is the task, the solver's the answer.
 
 ### Rewards
 
-With C the fraction of constraints the answer meets and, when a
-`quality_judge` is given, R_Q its score of (task with constraints, answer):
+With C the fraction of constraints the answer meets (with `partial_credit`,
+a missed constraint adds up to half of one for how close it came, see
+`lsp_env.constraints`) and, when a `quality_judge` is given, R_Q its score of
+(task with constraints, answer):
 
 | Mode                         | Solver    | Challenger |
 | :--------------------------: | :-------: | :--------: |
@@ -38,12 +40,13 @@ With C the fraction of constraints the answer meets and, when a
 The guards (by default `length`, `degenerate_query` and `code_answer`, see
 `lsp_env.guards`) then subtract their penalties. The infos hold `query`,
 `constraints` (the instructions), `met` (one bool per constraint), `reward`
-(C), `quality` (R_Q or None) and `guards`.
+(C), `passed` (the fraction met, without partial credit), `quality` (R_Q or
+None) and `guards`.
 
 ### Arguments
 
     ConstrainedInstructions(quality_judge=None, min_constraints=1, max_constraints=3,
-                            max_query_chars=8192, max_answer_chars=32768, guards=None,
+                            partial_credit=False, max_query_chars=8192, max_answer_chars=32768, guards=None,
                             invalid_move_penalty=-1.0, render_mode=None)
 
 ### Version History
@@ -55,7 +58,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from lsp_env.constraints import Constraint, fraction_met, sample_constraints
+from lsp_env.constraints import Constraint, fraction_met, partial_credit, sample_constraints
+from lsp_env.contract import PASSED_INFO, QUALITY_INFO, REWARD_INFO
 from lsp_env.guards import GuardedGame
 from lsp_env.text_game import check_judge
 
@@ -85,7 +89,7 @@ class ConstrainedInstructions(GuardedGame):
     judges = ("quality_judge",)
 
     def __init__(self, quality_judge: Judge | None = None, *, min_constraints: int = 1, max_constraints: int = 3,
-                 max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
+                 partial_credit: bool = False, max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
                  invalid_move_penalty: float = -1.0, render_mode: str | None = None):
         if not 1 <= min_constraints <= max_constraints <= 3:
             raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
@@ -101,6 +105,7 @@ class ConstrainedInstructions(GuardedGame):
         )
         self.quality_judge = quality_judge
         self.constraint_range = (min_constraints, max_constraints)
+        self.partial_credit = partial_credit
         self.rng = random.Random()
         self.constraints: list[Constraint] = []
         self.task: str | None = None
@@ -132,8 +137,10 @@ class ConstrainedInstructions(GuardedGame):
                             constraints=[constraint.instruction for constraint in self.constraints])
             return "solver"
         query = self.observation_text("solver")
-        met, results = fraction_met(self.constraints, text)
+        passed, results = fraction_met(self.constraints, text)
+        met = partial_credit(self.constraints, text) if self.partial_credit else passed
         quality = None if self.quality_judge is None else float(self.quality_judge.judge(query, text).score)
         rewards = {"solver": met + (quality or 0.0), "challenger": -met + (quality or 0.0)}
-        self.score(self.task, text, rewards, {"answer": text, "met": results, "reward": met, "quality": quality})
+        self.score(self.task, text, rewards, {"answer": text, "met": results, REWARD_INFO: met,
+                                              PASSED_INFO: passed, QUALITY_INFO: quality})
         return None

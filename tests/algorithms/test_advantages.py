@@ -5,7 +5,7 @@ import torch
 import algorithms
 from agents.policy import Completion
 from algorithms.base import ADVANTAGE_KEY, REF_LOG_PROBS, WEIGHT_KEY
-from algorithms.batch import make_batch, rollout_rows
+from algorithms.batch import make_batch, rollout_rows, share_without_spread
 from algorithms.collector import Episode, Rollout, Turn
 from agents.models import tiny_model
 
@@ -136,3 +136,23 @@ def test_batch_carries_the_reward_breakdown():
     judge, quality = batch.get(("breakdown", "reward")), batch.get(("breakdown", "quality"))
     assert judge[0] == pytest.approx(0.5) and quality[0] == pytest.approx(0.4)  # challenger: V(q), V_Q(q)
     assert judge[1:4].tolist() == pytest.approx(JUDGE[0]) and quality[5:8].tolist() == pytest.approx(QUALITY[1])
+
+
+def test_share_without_spread_counts_groups_whose_answers_tie():
+    tokenizer = tiny_model()[1]
+    batch = make_batch(rollout_rows(rollout(self_reward=False)), ["challenger", "solver"], tokenizer.pad_token_id)
+    assert share_without_spread(batch) == 0.0  # JUDGE's first query has spread, and so has the second's 0.8
+    flat = rollout(self_reward=False)
+    for episode in flat.episodes[3:]:  # the second query's three answers all get 0.2
+        episode.returns = {"challenger": -0.2, "solver": 0.2}
+    assert share_without_spread(make_batch(rollout_rows(flat), ["challenger", "solver"], 0)) == 0.5
+
+
+def test_share_without_spread_of_a_breakdown_key_skips_games_that_do_not_report_it():
+    episodes = rollout(self_reward=True).episodes
+    for index, episode in enumerate(episodes):
+        episode.infos = {"solver": {"reward": 0.0 if index < 3 else JUDGE[1][index - 3]}}
+    batch = make_batch(rollout_rows(Rollout(episodes, {})), ["challenger", "solver"], 0)
+    assert share_without_spread(batch, ("breakdown", "reward")) == 0.5  # R ties in the first group only
+    assert share_without_spread(batch) == 0.0  # R_Q still tells the first group's answers apart
+    assert share_without_spread(batch, ("breakdown", "passed")) != share_without_spread(batch, ("breakdown", "passed"))

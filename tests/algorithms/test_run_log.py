@@ -28,3 +28,21 @@ def test_nothing_to_plot_gives_none(tmp_path):
     (tmp_path / "empty").mkdir()
     assert plot_runs({"empty": tmp_path / "empty"}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_transcripts_show_what_the_solver_sees_and_each_answer_with_its_scores(tmp_path):
+    from algorithms.collector import Episode, Rollout, Turn
+    from algorithms.run_log import RunLog
+
+    task = Turn("challenger", "write a task", "Describe a harbor.", None, branch=False)
+    episodes = [Episode(group=0, turns=[task, Turn("solver", "Describe a harbor.\n\n- Use no commas.", answer, None,
+                                                   branch=True)],
+                        returns={"challenger": -r, "solver": r}, branched=True,
+                        infos={"solver": {"reward": r, "passed": float(r == 1)}})
+                for answer, r in (("Boats sleep.", 1.0), ("Boats, sleeping.", 0.45))]
+    log = RunLog(tmp_path)
+    log.transcripts(3, Rollout(episodes, {}))
+    log.close()
+    text = (tmp_path / "transcripts.md").read_text()
+    assert "## Iteration 3" in text and "**solver sees:**" in text and "> - Use no commas." in text
+    assert "**solver #2:**\n\n> Boats, sleeping." in text and "reward 0.450, passed 0.000" in text

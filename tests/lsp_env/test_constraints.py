@@ -6,7 +6,8 @@ import pytest
 
 import lsp_env
 from agents.judges import FunctionJudge
-from lsp_env.constraints import KINDS, Constraint, compatible, fraction_met, sample_constraints
+from lsp_env.constraints import (KINDS, NEAR_MISS_CREDIT, Constraint, compatible, fraction_met, partial_credit,
+                                 sample_constraints)
 
 MALFORMED = ["", "\x00\ufffd", "```", "{[(<<"]
 
@@ -34,10 +35,52 @@ CASES = {
     "highlights": ({"n": 2}, "This is *key* and *vital*.", "This is *key* only."),
 }
 
+# kind: (a near miss, a far miss) of the parameters in CASES
+NEAR_MISSES = {
+    "max_words": ("Rivers run slowly to the sea.", "Rivers run slowly and surely and quietly down to the sea."),
+    "min_words": ("Rivers run to sea.", "Rivers."),
+    "max_sentences": ("One. Two. Three.", "One. Two. Three. Four. Five. Six."),
+    "include_keywords": ("A river, nothing else.", "Nothing at all."),
+    "forbidden_words": ("It is very fine.", "Very very good, really just very good."),
+    "keyword_frequency": ("one river", "no rivers"),
+    "all_lowercase": ("All quiet here.", "ALL Quiet Here, Says The Keeper."),
+    "all_uppercase": ("ALL QUIET here.", "All quiet here."),
+    "bullet_points": ("- first\n- second\n- third", "- first\n- second\n- third\n- fourth\n- fifth"),
+    "paragraphs": ("One.\n\nTwo.\n\nThree.", "One.\n\nTwo.\n\nThree.\n\nFour."),
+    "json_output": ('{"answer": [1, 2', "answer: 1, 2"),
+    "quotation": ('"Quoted answer.', "Quoted answer."),
+    "start_with": ("Well, yes, it works.", "It works."),
+    "title": ("Body text.\n<<A Title>>", "A Title\nBody text."),
+    "end_with": ("That is all. Done here.", "Done here."),
+    "postscript": ("Main text. P.S. One more thing.", "Main text. PS one more thing."),
+    "no_commas": ("Commas, here.", "Commas, commas, commas, here."),
+    "no_digits": ("2 apples.", "22 apples and 333 pears."),
+    "placeholders": ("Dear [name], see you.", "Dear friend, see you."),
+    "highlights": ("This is *key* only.", "This is key only."),
+}
+
 
 def test_the_library_has_at_least_15_kinds_and_every_kind_is_tested():
     assert len(KINDS) >= 15
-    assert set(CASES) == set(KINDS)
+    assert set(CASES) == set(KINDS) == set(NEAR_MISSES)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_a_near_miss_earns_more_than_a_far_one_and_less_than_half_a_pass(kind):
+    parameters, right, _ = CASES[kind]
+    near, far = NEAR_MISSES[kind]
+    constraint = Constraint(kind, parameters)
+    assert constraint.credit(right) == 1.0
+    assert 0.0 <= constraint.credit(far) < constraint.credit(near) <= NEAR_MISS_CREDIT
+    for response in MALFORMED:
+        assert 0.0 <= constraint.credit(response) <= 1.0
+
+
+def test_partial_credit_is_the_mean_credit():
+    constraints = [Constraint("no_commas"), Constraint("bullet_points", {"n": 2}), Constraint("max_words", {"n": 2})]
+    answer = "- one, two\n- three"
+    assert fraction_met(constraints, answer) == (1 / 3, [False, True, False])
+    assert partial_credit(constraints, answer) == pytest.approx((0.5 * 0.9 + 1.0 + 0.5 * 2 / 3) / 3)
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -88,7 +131,7 @@ def test_sampling_is_seeded_and_never_draws_conflicting_kinds():
 
 
 def test_fraction_met():
-    constraints = [Constraint("all_lowercase"), Constraint("no_commas"), Constraint("max_words", {"n": 3})]
+    constraints = [Constraint("all_lowercase"), Constraint("no_commas"), Constraint("max_words", {"n": 2})]
     assert fraction_met(constraints, "short, sweet") == (2 / 3, [True, False, True])
 
 
@@ -117,6 +160,19 @@ def test_reward_is_the_fraction_met_and_zero_sum_without_a_judge():
     env.step(answer)
     assert env.rewards == {"solver": met, "challenger": -met}
     assert env.infos["solver"]["met"] == results and env.infos["solver"]["reward"] == met
+
+
+def test_with_partial_credit_the_reward_credits_near_misses_and_passed_stays_strict():
+    strict, partial = play("Describe a harbor.", seed=5), play("Describe a harbor.", seed=5, partial_credit=True)
+    answer = "A quiet harbor, boats asleep, 3 lights."
+    for env in (strict, partial):
+        env.step(answer)
+    passed, _ = fraction_met(partial.constraints, answer)
+    credit = partial_credit(partial.constraints, answer)
+    assert credit > passed
+    assert partial.rewards == {"solver": credit, "challenger": -credit}
+    assert partial.infos["solver"]["reward"] == credit and partial.infos["solver"]["passed"] == passed
+    assert strict.infos["solver"]["reward"] == strict.infos["solver"]["passed"] == passed
 
 
 def test_optional_quality_judge_adds_to_both_roles():
