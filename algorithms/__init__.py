@@ -12,14 +12,18 @@ import os
 # vLLM (also imported by TorchRL) logs to stdout by default; keep stdout for results.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
-from algorithms.registration import available, make, register, registry, resolve  # noqa: E402
+from algorithms.registration import available, config_class, make, register, registry, resolve  # noqa: E402
 
-register("lsp-zero", "algorithms.lsp_zero:LSPZero", description="Language Self-Play without self-reward (LSP-Zero).")
-register("lsp", "algorithms.lsp:LSP", description="Language Self-Play with quality self-reward.")
-register("grpo", "algorithms.grpo:GRPO", description="Group Relative Policy Optimisation on prompts from a JSONL file.")
-register("rae", "algorithms.rae:RAE", description="Role-conditioned Advantage Estimation for two-player zero-sum games.")
+register("lsp-zero", "algorithms.lsp_zero:LSPZero", config="algorithms.configs:LSPZeroConfig",
+         description="Language Self-Play without self-reward (LSP-Zero).")
+register("lsp", "algorithms.lsp:LSP", config="algorithms.configs:AlgorithmConfig",
+         description="Language Self-Play with quality self-reward.")
+register("grpo", "algorithms.grpo:GRPO", config="algorithms.configs:GRPOConfig",
+         description="Group Relative Policy Optimisation on prompts from a JSONL file.")
+register("rae", "algorithms.rae:RAE", config="algorithms.configs:RAEConfig",
+         description="Role-conditioned Advantage Estimation for two-player zero-sum games.")
 
-_LAZY = {"AlgorithmConfig": "algorithms.base", "SelfPlayLoss": "algorithms.base"}
+_LAZY = {"AlgorithmConfig": "algorithms.configs", "SelfPlayLoss": "algorithms.base"}
 
 
 def __getattr__(name: str):
@@ -30,4 +34,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'algorithms' has no attribute {name!r}")
 
 
-__all__ = ["AlgorithmConfig", "SelfPlayLoss", "available", "make", "register", "registry", "resolve"]
+__all__ = ["AlgorithmConfig", "SelfPlayLoss", "available", "config_class", "make", "register", "registry", "resolve"]

@@ -36,8 +36,6 @@ Algorithms subclass it and implement `compute_advantages`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 from tensordict import TensorDictBase
 from torchrl.objectives.llm import GRPOLoss
@@ -45,6 +43,7 @@ from torchrl.objectives.llm import GRPOLoss
 from agents.logprobs import output_logits, token_log_probs
 from agents.lora import base_weights
 from agents.policy import SamplingParams
+from algorithms.configs import AlgorithmConfig
 
 ROLE_KEY, GROUP_KEY, BRANCH_KEY, REWARD_KEY = "role", "group", "branch", "reward"
 WEIGHT_KEY, ADVANTAGE_KEY, TOKEN_SCALE_KEY = "row_weight", "advantage", "token_scale"
@@ -53,39 +52,7 @@ ATTENTION_MASK = ("masks", "all_attention_mask")
 RESPONSE_MASK = ("masks", "all_assistant_mask")
 SAMPLER_LOG_PROBS = ("log_probs", "full")
 REF_LOG_PROBS = ("next", "ref_log_probs", "full")
-AGGREGATIONS = ("sequence_sum", "prompt_mean", "token_mean")
-KL_ESTIMATORS = ("k3", "k1", "exact")
 LORA_LR = 1e-4  # moves a LoRA adapter in tens of steps (the CPU recipe's)
-
-
-@dataclass
-class AlgorithmConfig:
-    """Settings every self-play algorithm shares. The defaults read the paper (Kuba et al., 2025) literally:
-    its objective sums over each answer's tokens (`sequence_sum`), and it follows GRPO, whose KL(pi || pi_ref)
-    estimator is k3 (`exact` is the KL itself, but costs a full-vocabulary pass of both models)."""
-
-    beta: float = 0.05  # KL(pi || pi_ref) coefficient
-    challenger_weight: float = 1.0  # alpha_ch: weight of the challenger's loss
-    normalize_advantages: bool = False  # divide by the std of the comparison set
-    aggregation: str = "sequence_sum"  # sequence_sum (paper), prompt_mean or token_mean
-    kl_estimator: str = "k3"  # k3 (GRPO's), k1, or exact (full vocabulary)
-
-    def __post_init__(self):
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if self.beta < 0:
-            raise ValueError("beta must be >= 0")
-
-    @classmethod
-    def from_kwargs(cls, **kwargs):
-        """Build from keyword arguments, rejecting unknown names."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(kwargs) - names
-        if unknown:
-            raise TypeError(f"{cls.__name__} has no setting(s) {sorted(unknown)}; it has {sorted(names)}")
-        return cls(**kwargs)
 
 
 def group_mean(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
 
 from agents.policy import Completion
+from lsp_env.contract import branch_agent, can_fork
 
 
 class Player(Protocol):
@@ -154,7 +155,7 @@ class Collector:
     def _copy_env(self, episode: Episode):
         """An independent copy of the episode's env: `fork()`, else a deep copy, else a replay."""
         env = episode.env
-        if callable(getattr(env, "fork", None)):
+        if can_fork(env):
             return env.fork()
         if not self._deepcopy_fails:
             try:
@@ -208,8 +209,3 @@ class Collector:
     def _collect_reward(episode: Episode, agent: str) -> None:
         """Add `agent`'s reward since its last turn (`env.last()`; `agent` is the one to act) to its return."""
         episode.returns[agent] += float(episode.env.last(observe=False)[1])
-
-
-def branch_agent(env) -> str | None:
-    """The game's branch point (`GameContract.branch_agent`), or None for a game that declares none."""
-    return getattr(env, "branch_agent", None)

@@ -151,3 +151,21 @@ class TrainConfig:
         values = yaml.safe_load(Path(path).read_text()) or {}
         values.update(overrides)
         return cls(**values)
+
+
+def check_settings(config: TrainConfig):
+    """The checks that need no model, and no torch: the game and the algorithm are registered, and
+    `game_args` and `algorithm_args` (with `beta` and `challenger_weight`) fit them. Returns the algorithm's
+    settings object; raises the error a user can fix."""
+    import lsp_env
+    from algorithms import registration
+
+    settings = registration.config_class(config.algorithm).from_kwargs(
+        beta=config.beta, challenger_weight=config.challenger_weight, **config.algorithm_args)
+    probe = lsp_env.make_with_judges(config.game, {}, config.game_args)
+    try:
+        if getattr(settings, "zero_sum", False) and not hasattr(probe, "zero_sum"):
+            raise ValueError(f"zero_sum needs a game that credits penalties (a TextGame); {config.game} is not one")
+    finally:
+        probe.close()
+    return settings

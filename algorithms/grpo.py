@@ -9,19 +9,11 @@ full fine-tuning when no lr is given (`paper_lr`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, AlgorithmConfig, SelfPlayLoss, group_mean
-
-
-@dataclass
-class GRPOConfig(AlgorithmConfig):
-    challenger_weight: float = 0.0  # the prompts are data, not a trained player
-    normalize_advantages: bool = True
-    aggregation: str = "prompt_mean"
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+from algorithms.configs import GRPOConfig
 
 
 class GRPO(SelfPlayLoss):

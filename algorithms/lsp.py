@@ -12,7 +12,7 @@ refuses one that does not, before any model loads.
 """
 from __future__ import annotations
 
-from algorithms.base import AlgorithmConfig
+from algorithms.configs import AlgorithmConfig
 from algorithms.lsp_zero import LSPZero
 
 

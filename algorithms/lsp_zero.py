@@ -16,17 +16,11 @@ trainer logs each role's penalty total either way (`penalty/ROLE`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, AlgorithmConfig, SelfPlayLoss, group_mean
-
-
-@dataclass
-class LSPZeroConfig(AlgorithmConfig):
-    zero_sum: bool = False  # credit each role with the penalties of the other (exactly zero-sum)
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+from algorithms.configs import LSPZeroConfig
 
 
 class LSPZero(SelfPlayLoss):

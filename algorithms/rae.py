@@ -17,18 +17,11 @@ paper's sequence sum is for LSP.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, ROLE_KEY, AlgorithmConfig, SelfPlayLoss
-
-
-@dataclass
-class RAEConfig(AlgorithmConfig):
-    baseline_decay: float = 0.95  # SPIRAL's alpha
-    aggregation: str = "prompt_mean"
+from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, ROLE_KEY, SelfPlayLoss
+from algorithms.configs import RAEConfig
 
 
 class RAE(SelfPlayLoss):

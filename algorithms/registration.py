@@ -13,20 +13,25 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "lsp.algorithms"
 registry: dict[str, type | str] = {}
 descriptions: dict[str, str] = {}
+configs: dict[str, type | str] = {}  # name -> its settings class (or "module:Class"), when given apart
 _plugins_loaded = False
 
 
-def register(name: str, algorithm: type | str, *, description: str = "", override: bool = False) -> None:
+def register(name: str, algorithm: type | str, *, description: str = "", config: type | str | None = None,
+             override: bool = False) -> None:
     """Register an algorithm class (or "module:Class", imported on first use) under `name`.
 
-    `description` is what `lsp algos` lists; by default the first line of the class docstring."""
+    `description` is what `lsp algos` lists; by default the first line of the class docstring. `config` is
+    its settings class (or "module:Class"), by default the class's `Config`; give it apart from a class
+    that is slow to import, so that settings are checked before the class loads."""
     if name in registry and not override:
         raise ValueError(f"algorithm {name!r} is already registered; pass override=True to replace it")
     registry[name] = algorithm
-    if description:
-        descriptions[name] = description
-    else:
-        descriptions.pop(name, None)
+    for table, value in ((descriptions, description), (configs, config)):
+        if value:
+            table[name] = value
+        else:
+            table.pop(name, None)
 
 
 def _load_plugins() -> None:
@@ -55,18 +60,28 @@ def check_name(name: str) -> None:
         raise UnknownAlgorithmError(f"unknown algorithm {name!r}.{hint} Registered: {', '.join(sorted(registry))}")
 
 
+def _load(name: str, table: dict) -> type:
+    target = table[name]
+    if isinstance(target, str):
+        module, _, attribute = target.partition(":")
+        try:
+            table[name] = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ImportError(f"algorithm {name!r} points to {target!r}, which cannot be loaded: {error}")
+    return table[name]
+
+
 def resolve(name: str) -> type:
     """The algorithm class registered as `name`."""
     check_name(name)
-    algorithm = registry[name]
-    if isinstance(algorithm, str):
-        module, _, attribute = algorithm.partition(":")
-        try:
-            algorithm = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ImportError(f"algorithm {name!r} points to {registry[name]!r}, which cannot be loaded: {error}")
-        registry[name] = algorithm
-    return algorithm
+    return _load(name, registry)
+
+
+def config_class(name: str) -> type:
+    """The settings class of algorithm `name` (its `--algorithm_args`), without importing the algorithm when
+    it was registered with a `config`."""
+    check_name(name)
+    return _load(name, configs) if name in configs else resolve(name).Config
 
 
 def make(name: str, actor_network: torch.nn.Module, **settings):

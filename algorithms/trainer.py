@@ -31,10 +31,10 @@ from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_
                              TOKENS)
 from algorithms.batch import episode_breakdown, make_batch, rollout_rows, share_without_spread
 from algorithms.collector import Collector, Rollout
-from algorithms.config import SAMPLE_PROMPTS, TrainConfig
+from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
 from algorithms.run_log import RunLog, plot_curves
 from evaluation.suite import evaluate_policy, load_suite
-from lsp_env.contract import BREAKDOWN, judge_arguments
+from lsp_env.contract import BREAKDOWN, branch_agent, judge_arguments
 from lsp_env.guards import penalty_totals, trigger_counts
 from lsp_env.outcomes import outcome_rates
 
@@ -51,14 +51,10 @@ class Trainer:
         self.start_iteration = 0
         # Settings that cannot work fail here, before any model loads.
         self.suite = load_suite(config.eval_suite) if config.eval_suite else None
+        self.algorithm_config = check_settings(config)
         self.algorithm_class = registration.resolve(config.algorithm)
-        self.algorithm_config = self.algorithm_class.Config.from_kwargs(**self._algorithm_settings())  # names keys
         if config.lr is None:  # the paper's lr for full fine-tuning, the recipe's for LoRA
             self.config = config = replace(config, lr=self.algorithm_class.recommended_lr(bool(config.lora_rank)))
-        probe = lsp_env.make_with_judges(config.game, {}, config.game_args)  # the game and its settings exist
-        if getattr(self.algorithm_config, "zero_sum", False) and not hasattr(probe, "zero_sum"):
-            raise ValueError(f"zero_sum needs a game that credits penalties (a TextGame); {config.game} is not one")
-        probe.close()
         game_judges = judge_arguments(lsp_env.registry[config.game].load())
         if self.algorithm_class.self_reward and "quality_judge" not in game_judges:
             raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
@@ -101,10 +97,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- construction -----------------------------------------------------------
-    def _algorithm_settings(self) -> dict:
-        settings = {"beta": self.config.beta, "challenger_weight": self.config.challenger_weight}
-        return {**settings, **self.config.algorithm_args}
-
     def _judges(self) -> dict:
         config = self.config
         judges = {"judge": build_judge(config.judge, self.reference, config.judge_max_new_tokens, config.judge_mode)}
@@ -123,7 +115,7 @@ class Trainer:
         env = self._make_env()
         players = {}
         for role in env.possible_agents:
-            if self.algorithm_class.needs_prompts and role != getattr(env, "branch_agent", None):
+            if self.algorithm_class.needs_prompts and role != branch_agent(env):
                 players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
             else:
                 players[role] = LLMAgent(self.policy, params=self.sampling)

@@ -14,6 +14,7 @@ import torch
 
 from agents.agent import LLMAgent
 from agents.policy import Policy, SamplingParams
+from lsp_env.contract import branch_agent
 
 MAX_THREADS = 64  # episodes stepped at once (their judge calls are batched by the engine)
 
@@ -37,7 +38,7 @@ class _Episode:
         self.env.reset(seed=seed)
         self.returns: dict[str, float] = {agent: 0.0 for agent in self.env.possible_agents}
         self.challenger = self.env.agent_selection
-        self.solver = getattr(self.env, "branch_agent", None)
+        self.solver = branch_agent(self.env)
 
     @property
     def solver_to_move(self) -> bool:

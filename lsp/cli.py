@@ -129,19 +129,24 @@ def _quiet_logs(verbose: bool) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+# Errors a user can fix, by module; a module that is not loaded cannot have raised its error, so checking
+# only the loaded ones keeps a quick failure (a wrong setting) from importing torch.
+FIXABLE_ERRORS = {"agents.engines": "EngineUnavailableError", "agents.models": "ModelNotFoundError",
+                  "agents.serve": "ServerStartError", "agents.sync": "WeightSyncError",
+                  "algorithms.checkpoint": "CheckpointError"}
+
+
 def _setup(build):
     """Run `build`, turning the errors a user can fix into `SetupError`."""
-    from agents.engines import EngineUnavailableError
-    from agents.models import ModelNotFoundError
-    from agents.serve import ServerStartError
-    from agents.sync import WeightSyncError
-    from algorithms.checkpoint import CheckpointError
-
     try:
         return build()
-    except (ValueError, TypeError, KeyError, ModelNotFoundError, CheckpointError, EngineUnavailableError,
-            ServerStartError, WeightSyncError) as error:
-        raise SetupError(str(error)) from error
+    except Exception as error:
+        fixable = (ValueError, TypeError, KeyError, *(getattr(sys.modules[module], name)
+                                                       for module, name in FIXABLE_ERRORS.items()
+                                                       if module in sys.modules))
+        if isinstance(error, fixable):
+            raise SetupError(str(error)) from error
+        raise
 
 
 def _dataclass(cls, options):
@@ -149,9 +154,11 @@ def _dataclass(cls, options):
 
 
 def _train(options, argv: list[str], console: Console) -> None:
-    from algorithms.config import TrainConfig
+    from algorithms.config import TrainConfig, check_settings
 
-    config = None if options.resume else _setup(lambda: _checked_names(_dataclass(TrainConfig, options)))
+    config = None if options.resume else _setup(lambda: _dataclass(TrainConfig, options))
+    if config is not None:
+        _setup(lambda: check_settings(config))  # a wrong name or setting fails here, before torch loads
     from algorithms.trainer import Trainer  # torch, transformers and vLLM load from here on
 
     if options.resume:
@@ -170,16 +177,6 @@ def _train(options, argv: list[str], console: Console) -> None:
         trainer.close()
     console.print(f"done. metrics: {run_dir / 'metrics.jsonl'}  plot: {run_dir / 'curves.png'}  "
                   f"transcripts: {run_dir / 'transcripts.md'}  checkpoints: {run_dir / 'checkpoints'}")
-
-
-def _checked_names(config):
-    """`config`, once its game and algorithm are known to be registered (a quick check, before torch loads)."""
-    import lsp_env
-    from algorithms import registration
-
-    lsp_env.registry[config.game]
-    registration.check_name(config.algorithm)
-    return config
 
 
 def _serve(config, console: Console) -> None:

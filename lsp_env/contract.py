@@ -38,13 +38,25 @@ class Branching(Protocol):
     branch_agent: str | None
 
 
-def judge_arguments(game) -> tuple[str, ...]:
-    """The judge arguments a game class (or env) declares; none for a game that declares nothing."""
-    return tuple(getattr(game, "judges", ()))
-
-
 @runtime_checkable
 class Forkable(Protocol):
     """A game that copies an episode in progress itself (cheaper than a deep copy, and it may share judges)."""
 
     def fork(self): ...
+
+
+# The two helpers below read attributes rather than `isinstance(env, Branching)`: PettingZoo's wrappers forward
+# attributes through `__getattr__`, which protocol checks do not see from Python 3.12 on.
+def branch_agent(env) -> str | None:
+    """The game's branch point (`Branching`), or None for a game that declares none."""
+    return getattr(env, "branch_agent", None)
+
+
+def can_fork(env) -> bool:
+    """Whether the game copies its episodes itself (`Forkable`)."""
+    return callable(getattr(env, "fork", None))
+
+
+def judge_arguments(game) -> tuple[str, ...]:
+    """The judge arguments a game class (or env) declares; none for a game that declares nothing."""
+    return tuple(getattr(game, "judges", ()))

@@ -67,8 +67,19 @@ class EnvSpec:
         return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
 
     def make(self, **kwargs: Any) -> AECEnv:
-        """Build the game; `kwargs` override the registered ones."""
-        env = self.load()(**{**self.kwargs, **kwargs})
+        """Build the game; `kwargs` override the registered ones. An argument the game does not take is a
+        `TypeError` that lists the ones it does."""
+        factory = self.load()
+        try:
+            env = factory(**{**self.kwargs, **kwargs})
+        except TypeError as error:
+            if "unexpected keyword argument" not in str(error):
+                raise
+            import inspect
+
+            accepted = [name for name in inspect.signature(factory).parameters if name not in ("self", "render_mode")]
+            raise TypeError(f"{self.id} got an argument it does not take ({error}); it takes: "
+                            f"{', '.join(accepted) or 'none'}") from None
         if not isinstance(env, AECEnv):
             raise TypeError(f"{self.id!r} built a {type(env).__name__}, not a pettingzoo.AECEnv.")
         return env

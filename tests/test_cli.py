@@ -33,7 +33,7 @@ try:
 except SystemExit as exit:  # --help
     code = exit.code
 heavy = sorted(m for m in ("torch", "vllm", "transformers", "torchrl", "peft") if m in sys.modules)
-assert code == 0 and not heavy, (code, heavy)
+assert code == {code} and not heavy, (code, heavy)
 """
 
 
@@ -41,7 +41,18 @@ assert code == 0 and not heavy, (code, heavy)
                                   ["play", "--help"], ["serve", "--help"]])
 def test_help_and_listings_load_no_model_library(argv):
     """`lsp --help`, the listings and every command's --help answer without torch, transformers or vLLM."""
-    subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv)], check=True, timeout=120, capture_output=True)
+    subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv, code=0)], check=True, timeout=120,
+                   capture_output=True)
+
+
+@pytest.mark.parametrize("argv", [["train", "--algorithm_args", "{no_such_key: 1}"],
+                                  ["train", "--algorithm_args", "{aggregation: mean}"],
+                                  ["train", "--algorithm", "grpo", "--algorithm_args", "{zero_sum: true}"],
+                                  ["train", "--game", "NoSuchGame-v0"],
+                                  ["train", "--game", "LanguageSelfPlay-v0", "--game_args", "{no_such_key: 1}"]])
+def test_wrong_names_and_algorithm_settings_are_rejected_before_torch_loads(argv):
+    subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv, code=2)], check=True, timeout=120,
+                   capture_output=True)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -52,7 +63,10 @@ def test_help_and_listings_load_no_model_library(argv):
     (["train", "--game", "NoSuchGame-v0"], "No game registered as 'NoSuchGame-v0'"),
     (["train", "--algorithm", "lsp-zer"], "unknown algorithm 'lsp-zer'. Did you mean lsp-zero"),
     (["train", "--algorithm_args", "{no_such_key: 1}"], "no setting(s) ['no_such_key']"),
+    (["train", "--algorithm_args", "{kl_estimator: k2}"], "kl_estimator must be one of k3, k1, exact; got 'k2'"),
     (["train", "--game", "TicTacToe-v0", "--game_args", "{no_such_key: 1}"], "no_such_key"),
+    (["train", "--game", "ConstrainedInstructions-v0", "--game_args", "{partial: true}"], "it takes: quality_judge, "
+     "min_constraints, max_constraints, partial_credit"),
 ])
 def test_bad_settings_give_one_line_then_the_usage_hint(argv, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "lsp.cli", *argv, "--output", str(tmp_path / "out")],

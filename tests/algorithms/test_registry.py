@@ -48,3 +48,22 @@ def test_entry_point_algorithm_is_discovered(tmp_path, monkeypatch):
     monkeypatch.setattr(algorithm_registry, "registry", dict(algorithm_registry.registry))
     assert algorithm_registry.resolve("half").__name__ == "HalfChallenger"
     sys.modules.pop("my_algos", None)
+
+
+def test_settings_classes_come_from_the_registration_or_from_the_class(monkeypatch):
+    from algorithms.configs import GRPOConfig, LSPZeroConfig
+    from algorithms.lsp_zero import LSPZero
+
+    for table in ("registry", "descriptions", "configs"):
+        monkeypatch.setattr(algorithm_registry, table, dict(getattr(algorithm_registry, table)))
+    assert algorithms.config_class("grpo") is GRPOConfig and algorithms.config_class("lsp-zero") is LSPZeroConfig
+
+    class Mine(LSPZero):
+        """No settings of its own."""
+
+    algorithms.register("mine", Mine)
+    algorithms.register("broken", "no_such_module:Loss", config="algorithms.configs:GRPOConfig")
+    assert algorithms.config_class("mine") is LSPZeroConfig  # its class's Config
+    assert algorithms.config_class("broken") is GRPOConfig  # read without importing the algorithm
+    with pytest.raises(ImportError, match="no_such_module"):
+        algorithms.resolve("broken")
