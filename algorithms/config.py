@@ -121,13 +121,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.num_queries < 1:
             raise ValueError("num_queries must be at least 1")
-        if self.batch_size is None:
-            given = self.grad_accumulation
-            self.batch_size = (self.num_queries // given if given and self.num_queries % given == 0
-                               else max(size for size in range(1, 5) if self.num_queries % size == 0))
-        if self.grad_accumulation is None:
-            self.grad_accumulation = max(1, self.num_queries // self.batch_size)
-        groups_per_step = self.batch_size * self.grad_accumulation
+        batch_size, grad_accumulation = self.micro_batches()
+        groups_per_step = batch_size * grad_accumulation
         if groups_per_step != self.num_queries:
             raise ValueError(f"batch_size * grad_accumulation ({groups_per_step}) must equal num_queries "
                              f"({self.num_queries}): each iteration makes one optimizer step")
@@ -142,6 +137,15 @@ class TrainConfig:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1 and 0 <= min_p < 1")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be float32 or bfloat16")
+
+    def micro_batches(self) -> tuple[int, int]:
+        """(batch_size, grad_accumulation): as given, or derived from num_queries (one optimizer step per
+        iteration). Derived each time rather than stored, so that overriding num_queries alone re-derives them."""
+        batch_size, accumulation = self.batch_size, self.grad_accumulation
+        if batch_size is None:
+            batch_size = (self.num_queries // accumulation if accumulation and self.num_queries % accumulation == 0
+                          else max(size for size in range(1, 5) if self.num_queries % size == 0))
+        return batch_size, accumulation or max(1, self.num_queries // batch_size)
 
     def to_yaml(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))

@@ -37,28 +37,50 @@ class RunLog:
 
     def transcripts(self, iteration: int, rollout: Rollout, groups: int = 2) -> None:
         """Append the first `groups` groups of an iteration as Markdown."""
-        lines = [f"\n## Iteration {iteration}\n"]
-        for group, episodes in list(rollout.groups().items())[:groups]:
-            lines.append(f"### Group {group}\n")
-            shared = [t for t in episodes[0].turns if not t.branch]
-            for turn in shared:
-                lines.append(f"**{turn.role}:**\n\n{_quote(turn.text)}\n")
-            first = next((t for t in episodes[0].turns if t.branch), None)
-            if first is not None and shared and first.observation != shared[-1].text:
-                lines.append(f"**{first.role} sees:**\n\n{_quote(first.observation)}\n")
-            for number, episode in enumerate(episodes, 1):
-                for turn in (t for t in episode.turns if t.branch):
-                    lines.append(f"**{turn.role} #{number}:**\n\n{_quote(turn.text)}\n")
-                returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
-                scores = {k: v for info in episode.infos.values() for k, v in info.items()
-                          if k in (*BREAKDOWN, INVALID_MOVE_INFO) and v is not None}
-                details = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in scores.items())
-                lines.append(f"returns: {returns}" + (f" ({details})" if details else "") + "\n")
         with self.transcripts_path.open("a") as handle:
-            handle.write("\n".join(lines))
+            handle.write(f"\n## Iteration {iteration}\n\n" + rollout_markdown(rollout, groups))
 
     def close(self) -> None:
         self.writer.close()
+
+
+def rollout_markdown(rollout: Rollout, groups: int | None = None, everything: bool = False) -> str:
+    """A readable transcript of the first `groups` groups of a rollout (all by default): each shared move, what
+    the first branched player sees, every answer, and each episode's returns with its reward breakdown.
+    `everything` adds every prompt and every info key (`lsp play`); a breakdown that is the same for every
+    player is shown once."""
+    lines = []
+    for group, episodes in list(rollout.groups().items())[:groups]:
+        lines.append(f"### Group {group}\n")
+        shared = [t for t in episodes[0].turns if not t.branch]
+        for turn in shared:
+            if everything:
+                lines.append(f"**{turn.role} sees:**\n\n{_quote(turn.observation)}\n")
+            lines.append(f"**{turn.role}:**\n\n{_quote(turn.text)}\n")
+        first = next((t for t in episodes[0].turns if t.branch), None)
+        if first is not None and (everything or (shared and first.observation != shared[-1].text)):
+            lines.append(f"**{first.role} sees:**\n\n{_quote(first.observation)}\n")
+        for number, episode in enumerate(episodes, 1):
+            for turn in (t for t in episode.turns if t.branch):
+                lines.append(f"**{turn.role} #{number}:**\n\n{_quote(turn.text)}\n")
+            returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
+            lines.append(f"returns: {returns}" + _details(episode.infos, everything) + "\n")
+    return "\n".join(lines)
+
+
+def _details(infos: dict[str, dict], everything: bool) -> str:
+    """" (reward 0.500, quality 0.420)": the numbers behind the returns, per player where they differ."""
+    shown = {agent: {k: v for k, v in info.items() if v is not None
+                     and (k in (*BREAKDOWN, INVALID_MOVE_INFO) or everything and k not in ("query", "answer"))}
+             for agent, info in infos.items()}
+    if len({repr(values) for values in shown.values()}) <= 1:
+        shown = {"": next(iter(shown.values()), {})}  # the same for every player: once
+    parts = []
+    for agent, values in shown.items():
+        text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in values.items())
+        if text:
+            parts.append(f"{agent} {text}" if agent else text)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _quote(text: str) -> str:

@@ -250,12 +250,13 @@ class Trainer:
                                                      self.sampling))
 
     def _optimizer_step(self, batch) -> dict:
-        """Gradient accumulation over micro-batches of `batch_size` groups, then one step."""
+        """Gradient accumulation over micro-batches of `batch_size` groups (`TrainConfig.micro_batches`), then one
+        step."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         groups = batch.get(GROUP_KEY).unique()
         totals = {"objective": 0.0, "kl": 0.0, "kl_penalty": 0.0, "sampler_gap": 0.0}
-        for chunk in groups.split(self.config.batch_size):
+        for chunk in groups.split(self.config.micro_batches()[0]):
             rows = torch.isin(batch.get(GROUP_KEY), chunk)
             share = float(rows.sum()) / len(batch)
             with self._autocast():

@@ -1,7 +1,7 @@
 """LSP iteration time on the vllm engine vs hf with the same config, and the
 weight sync's share of an iteration, measured in one run.
 
-    python -m benchmarks.engine_iterations --iterations 3 --warmup 1
+    python -m benchmarks.engine_iterations --settings.iterations 3 --settings.warmup 1
 
 Runs `benchmarks.iteration_time` once per engine (hf first, then vllm) and
 prints each phase table, the speed-up (target: vllm at least 1.5x faster)
@@ -30,7 +30,7 @@ class Settings:
 def run(comparison: Settings) -> str:
     medians, sections = {}, []
     for engine in comparison.engines:
-        settings = replace(comparison.settings, engine=engine)
+        settings = replace(comparison.settings, train=replace(comparison.settings.train, engine=engine))
         records = measure(settings)
         medians[engine] = {key: statistics.median(r[key] for r in records)
                            for key in ("time/iteration", "time/sync", "time/generate")}

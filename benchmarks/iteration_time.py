@@ -1,25 +1,31 @@
 """Time per self-play iteration, broken down by phase.
 
-    python -m benchmarks.iteration_time --iterations 4 --warmup 1
+    python -m benchmarks.iteration_time --iterations 4 --warmup 1 [--train.engine vllm ...]
 
 Runs real training iterations (SmolLM2-135M-Instruct by default, N=8, G=4,
 64 new tokens) and prints the median time of each phase and its share of the
-iteration, as a Markdown table.
+iteration, as a Markdown table. The run is an `lsp train` config (`--train.*`,
+every `TrainConfig` setting), by default the judged game with full fine-tuning.
 """
 from __future__ import annotations
 
 import platform
 import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from jsonargparse import auto_cli
 
-from agents.models import DEFAULT_MODEL
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
 
 PHASES = ["generate", "env_and_judge", "reference", "train", "sync"]
+
+
+# The run timed by default: the judged game (self-judges on every answer), full fine-tuning, plain sampling.
+TIMED_RUN = TrainConfig(game="LanguageSelfPlay-v0", algorithm="lsp", engine="hf", dtype="float32", lora_rank=0,
+                        min_p=0.0, autocast=False, eval_suite=None, num_queries=8, group_size=4,
+                        max_new_tokens=64, save_every=10**6)
 
 
 @dataclass
@@ -28,23 +34,14 @@ class Settings:
     """Measured iterations (after the warm-up)."""
     warmup: int = 1
     """Iterations run first and not counted."""
-    model: str = DEFAULT_MODEL
-    algorithm: str = "lsp"
-    engine: str = "hf"
-    dtype: str = "float32"
-    num_queries: int = 8
-    group_size: int = 4
-    max_new_tokens: int = 64
+    train: TrainConfig = field(default_factory=lambda: replace(TIMED_RUN))
+    """The run (`lsp train` settings; its iterations and output are set here)."""
 
 
 def measure(settings: Settings) -> list[dict]:
     """The metrics of each measured iteration (after the warm-up)."""
-    config = TrainConfig(model=settings.model, algorithm=settings.algorithm, engine=settings.engine,
-                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
-                         dtype=settings.dtype, num_queries=settings.num_queries, group_size=settings.group_size,
-                         batch_size=settings.num_queries // 2, grad_accumulation=2,
-                         max_new_tokens=settings.max_new_tokens, iterations=settings.warmup + settings.iterations,
-                         output=tempfile.mkdtemp(prefix="lsp-bench-"), save_every=10**6)
+    config = replace(settings.train, iterations=settings.warmup + settings.iterations,
+                     output=tempfile.mkdtemp(prefix="lsp-bench-"))
     trainer = Trainer(config)
     records = []
     try:
@@ -64,8 +61,9 @@ def run(settings: Settings) -> str:
 def table(settings: Settings, records: list[dict]) -> str:
     """A Markdown table of the median time of each phase."""
     total = statistics.median(r["time/iteration"] for r in records)
-    lines = [f"{settings.algorithm}, engine {settings.engine}, {settings.dtype}, N={settings.num_queries}, "
-             f"G={settings.group_size}, {settings.max_new_tokens} new tokens, median of {len(records)} iterations "
+    run = settings.train
+    lines = [f"{run.algorithm}, engine {run.engine}, {run.dtype}, N={run.num_queries}, "
+             f"G={run.group_size}, {run.max_new_tokens} new tokens, median of {len(records)} iterations "
              f"after {settings.warmup} warm-up, {platform.machine()} with {_cores()} cores", "",
              "| phase | seconds (median) | share of iteration |", "|---|---|---|"]
     for phase in PHASES:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.panel import Panel
 
 from agents.models import DEFAULT_MODEL
 
@@ -42,6 +41,7 @@ def play(config: PlayConfig, console: Console | None = None):
     from agents.models import load_model
     from agents.policy import SamplingParams
     from algorithms.collector import Collector
+    from algorithms.run_log import rollout_markdown
     from lsp_env import make_with_judges
 
     console = console or Console()
@@ -56,32 +56,7 @@ def play(config: PlayConfig, console: Console | None = None):
                           group_size=config.answers)
     with console.status("playing ..."):
         rollout = collector.collect(num_groups=1, seed=config.seed)
-    print_rollout(rollout, console, title=f"{config.game} · {config.model} · seed {config.seed}")
+    console.rule(f"{config.game} · {config.model} · seed {config.seed}")
+    console.print(rollout_markdown(rollout, everything=True), markup=False, highlight=False)  # model text as is
     policy.close()
     return rollout
-
-
-def print_rollout(rollout, console: Console, title: str = "") -> None:
-    """A readable transcript of a `Rollout`: prompts, moves, scores and reward breakdowns."""
-    console.rule(title)
-    for episodes in rollout.groups().values():
-        for turn in (t for t in episodes[0].turns if not t.branch):
-            console.print(Panel(turn.observation, title=f"prompt seen by the {turn.role}", style="dim"))
-            console.print(Panel(turn.text or "(empty)", title=f"{turn.role} move"))
-        for number, episode in enumerate(episodes, 1):
-            for turn in (t for t in episode.turns if t.branch):
-                if number == 1:
-                    console.print(Panel(turn.observation, title=f"prompt seen by the {turn.role}", style="dim"))
-                console.print(Panel(turn.text or "(empty)", title=f"{turn.role} move #{number}"))
-            returns = ", ".join(f"{agent} {value:+.3f}" for agent, value in episode.returns.items())
-            console.print(f"[bold]returns[/]: {returns}")
-            breakdowns = {agent: {k: v for k, v in info.items() if k not in ("query", "answer")}
-                          for agent, info in episode.infos.items()}
-            first = next(iter(breakdowns.values()), {})
-            if all(breakdown == first for breakdown in breakdowns.values()):
-                breakdowns = {"": first}  # the same for every player: print it once
-            for agent, breakdown in breakdowns.items():
-                if breakdown:
-                    label = f"  [bold]{agent}[/] " if agent else "  "
-                    console.print(label + ", ".join(
-                        f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in breakdown.items()))

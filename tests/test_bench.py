@@ -18,8 +18,8 @@ def test_an_unknown_benchmark_is_a_clear_error(capsys):
 
 
 def test_bench_runs_a_benchmark_with_its_own_flags(tiny_path, capsys):
-    args = ["--model", tiny_path, "--iterations", "1", "--warmup", "0", "--algorithm", "lsp-zero",
-            "--num_queries", "2", "--group_size", "2", "--max_new_tokens", "4"]
+    args = ["--train.model", tiny_path, "--iterations", "1", "--warmup", "0", "--train.algorithm", "lsp-zero",
+            "--train.num_queries", "2", "--train.group_size", "2", "--train.max_new_tokens", "4"]
     assert main(["bench", "iteration-time", *args]) == 0
     out = capsys.readouterr().out
     for phase in ("generate", "env_and_judge", "reference", "train", "sync"):

@@ -18,7 +18,11 @@ writes a task; the environment attaches 1 to 3 constraints drawn from
 
 ### Observation Space
 
-The challenger observes `CHALLENGER_PROMPT`. The solver observes "" until the
+The challenger observes `CHALLENGER_PROMPT`, or with `topics` a short ask for
+one question about a topic drawn from `TOPICS` (`TOPIC_PROMPT`): small models
+answer the long prompt as an assistant would ("I'm ready to help...") rather
+than with a task, and most of the time answer the short one with a real
+question (`benchmarks/RESULTS.md`). The solver observes "" until the
 task exists, then the task followed by the constraints, one per line.
 
 ### Action Space
@@ -46,7 +50,7 @@ None) and `guards`.
 ### Arguments
 
     ConstrainedInstructions(quality_judge=None, min_constraints=1, max_constraints=3,
-                            partial_credit=False, max_query_chars=8192, max_answer_chars=32768, guards=None,
+                            partial_credit=False, topics=False, max_query_chars=8192, max_answer_chars=32768, guards=None,
                             invalid_move_penalty=-1.0, render_mode=None)
 
 ### Version History
@@ -71,6 +75,16 @@ CHALLENGER_PROMPT = (
     "a text to write or a problem to explain, from easy to hard. Formatting rules will be added to your request "
     "afterwards, so do not add any yourself. Write the request only, with no answer and no remarks, then stop."
 )
+TOPIC_PROMPT = "Ask me one question about {topic}. Write only the question."
+TOPICS = (
+    "the ocean", "cooking", "the history of Rome", "saving money", "learning a language", "volcanoes", "friendship",
+    "electric cars", "sleep", "chess", "gardening", "the moon", "music", "football", "birds", "the weather",
+    "computers", "ancient Egypt", "coffee", "trains", "mountains", "painting", "the human heart", "rivers",
+    "recycling", "photography", "dinosaurs", "bread", "the internet", "time zones", "bees", "job interviews",
+    "rain forests", "the solar system", "poetry", "bicycles", "vitamins", "castles", "deserts", "robots",
+    "family holidays", "the printing press", "earthquakes", "tea", "city parks", "writing letters", "islands",
+    "running",
+)
 
 
 class ConstrainedInstructions(GuardedGame):
@@ -89,7 +103,7 @@ class ConstrainedInstructions(GuardedGame):
     judges = ("quality_judge",)
 
     def __init__(self, quality_judge: Judge | None = None, *, min_constraints: int = 1, max_constraints: int = 3,
-                 partial_credit: bool = False, max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
+                 partial_credit: bool = False, topics: bool = False, max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
                  invalid_move_penalty: float = -1.0, render_mode: str | None = None):
         if not 1 <= min_constraints <= max_constraints <= 3:
             raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
@@ -106,6 +120,8 @@ class ConstrainedInstructions(GuardedGame):
         self.quality_judge = quality_judge
         self.constraint_range = (min_constraints, max_constraints)
         self.partial_credit = partial_credit
+        self.topics = topics
+        self.topic: str | None = None
         self.rng = random.Random()
         self.constraints: list[Constraint] = []
         self.task: str | None = None
@@ -118,12 +134,13 @@ class ConstrainedInstructions(GuardedGame):
         if seed is not None:
             self.rng.seed(seed)
         self.constraints = sample_constraints(self.rng, self.rng.randint(*self.constraint_range))
+        self.topic = self.rng.choice(TOPICS) if self.topics else None
         self.task = None
         return "challenger"
 
     def observation_text(self, agent: str) -> str:
         if agent == "challenger":
-            return CHALLENGER_PROMPT
+            return CHALLENGER_PROMPT if self.topic is None else TOPIC_PROMPT.format(topic=self.topic)
         if self.task is None:
             return ""
         rules = "\n".join(f"- {constraint.instruction}" for constraint in self.constraints)

@@ -14,7 +14,13 @@ from algorithms.config import TrainConfig
 ])
 def test_micro_batches_follow_num_queries(settings, micro_batches):
     config = TrainConfig(**settings)
-    assert (config.batch_size, config.grad_accumulation) == micro_batches
+    assert config.micro_batches() == micro_batches
+
+
+def test_derived_micro_batches_follow_a_later_num_queries():
+    from dataclasses import replace
+
+    assert replace(TrainConfig(), num_queries=2).micro_batches() == (2, 1)
 
 
 def test_micro_batches_that_do_not_make_one_step_are_refused():

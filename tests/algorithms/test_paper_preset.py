@@ -93,7 +93,7 @@ def test_batch_4_with_accumulation_2_is_the_update_of_batch_8(aggregation):
     def step(batch_size):
         trainer = Trainer.__new__(Trainer)
         trainer.model = copy.deepcopy(model)
-        trainer.config = SimpleNamespace(batch_size=batch_size, max_grad_norm=1e9, autocast=False)
+        trainer.config = SimpleNamespace(micro_batches=lambda: (batch_size, None), max_grad_norm=1e9, autocast=False)
         trainer.loss = algorithms.make("lsp-zero", trainer.model, beta=0.05, aggregation=aggregation)
         trainer.loss.compute_advantages(batch)
         trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1.0)

@@ -196,3 +196,17 @@ def test_json_answers_are_not_mistaken_for_code():
     env.step("List three rivers of Europe.")
     env.step(json.dumps({"rivers": ["Danube", "Rhine", "Seine"]}, indent=2))
     assert env.rewards["solver"] == 1.0 and env.infos["solver"]["guards"] == {}
+
+
+def test_topics_give_the_challenger_a_short_seeded_ask_and_leave_the_constraints_as_they_were():
+    from lsp_env.games.constrained_instructions import CHALLENGER_PROMPT, TOPICS
+
+    plain, topical = play(seed=4), play(seed=4, topics=True)
+    assert plain.observe("challenger") == CHALLENGER_PROMPT
+    ask = topical.observe("challenger")
+    assert ask.startswith("Ask me one question about ") and topical.topic in TOPICS and topical.topic in ask
+    assert topical.constraints == plain.constraints
+    assert play(seed=4, topics=True).observe("challenger") == ask
+    assert len({play(seed=s, topics=True).topic for s in range(30)}) > 10
+    topical.step("Why is the sea salty?")
+    assert topical.observe("solver").startswith("Why is the sea salty?\n\nFollow these rules")
