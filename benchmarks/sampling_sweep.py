@@ -25,6 +25,7 @@ from jsonargparse import auto_cli
 
 import lsp_env
 from agents.agent import LLMAgent
+from agents.engines import make_policy
 from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.policy import SamplingParams
 from algorithms.collector import Collector
@@ -83,14 +84,7 @@ def measure(policy, params: SamplingParams, settings: Settings) -> dict:
 
 def run(settings: Settings) -> str:
     path = resolve_model(settings.model)
-    if settings.engine == "vllm":
-        from agents.vllm_engine import VLLMPolicy
-
-        policy = VLLMPolicy(path, dtype="float32", seed=settings.seed)
-    else:
-        from agents.hf import HFPolicy
-
-        policy = HFPolicy(*load_model(path))
+    policy = make_policy(settings.engine, *load_model(path), model_path=path, seed=settings.seed)
     results = {}
     try:
         for temperature, top_p, min_p in settings.settings:

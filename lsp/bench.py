@@ -25,6 +25,7 @@ BENCHMARKS = {
     "lora-sync": "benchmarks.lora_sync",
     "sandbox-overhead": "benchmarks.sandbox_overhead",
     "collector-load": "benchmarks.collector_load",
+    "game-signal": "benchmarks.game_signal",
 }
 
 

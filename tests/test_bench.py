@@ -31,3 +31,13 @@ def test_the_load_benchmark_reads_memory_fds_and_threads_each_iteration(capsys):
                  "--warmup", "1", "--max_new_tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "| 2 | 4 |" in out and re.search(r"resident memory [+-]\d+ MiB .* open fds [+-]\d+, threads [+-]\d+", out)
+
+
+def test_the_game_signal_benchmark_tells_tasks_from_assistant_replies():
+    from benchmarks.game_signal import is_task
+
+    for task in ("Why is the sea salty?", "Write a poem about rain.", "  Explain how bees make honey."):
+        assert is_task(task), task
+    for reply in ("I'm ready to assist. What can I help you with?", "Sure! Here is a poem.", "The moon is bright.",
+                  "", "Hello, how can I help?"):
+        assert not is_task(reply), reply
