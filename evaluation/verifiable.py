@@ -4,7 +4,8 @@ The held-out set is sampled once by a fixed model with a fixed seed and saved
 as JSON, so every later evaluation answers exactly the same problems. Only
 games whose solver reward is programmatic (`metadata["reward"]` starting with
 "verified") qualify; the score is the verified part of the reward (the
-solver's `infos["reward"]`), without judges or guard penalties.
+solver's `infos["passed"]`, else `infos["reward"]`: strict even where training
+gives partial credit), without judges or guard penalties.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import lsp_env
 from agents.policy import Policy, SamplingParams
 from evaluation.episodes import Outcome, challenger_moves, solve, solver_queries
 from evaluation.winrate import bootstrap_ci
+from lsp_env.contract import INVALID_MOVE_INFO, PASSED_INFO, REWARD_INFO
 
 
 def is_verifiable(game: str) -> bool:
@@ -90,12 +92,14 @@ def verified_scores(make_env: Callable[[], object], policy: Policy, heldout: Hel
 
 
 def _verified_score(outcome: Outcome) -> float:
-    """The verified reward; 0 for an invalid answer (e.g. empty)."""
-    if outcome.info.get("invalid_move"):
+    """The verified reward, strict (`passed` where the game's reward gives partial credit); 0 for an invalid
+    answer (e.g. empty)."""
+    if outcome.info.get(INVALID_MOVE_INFO):
         return 0.0
-    if outcome.info.get("reward") is None:
-        raise ValueError("the game reported no verified reward ('reward' in the solver's infos)")
-    return float(outcome.info["reward"])
+    for key in (PASSED_INFO, REWARD_INFO):
+        if outcome.info.get(key) is not None:
+            return float(outcome.info[key])
+    raise ValueError("the game reported no verified reward ('reward' in the solver's infos)")
 
 
 def accuracy(scores: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Accuracy:

@@ -78,3 +78,21 @@ def test_the_heldout_set_is_the_same_for_the_same_seed_and_model():
     answers = verified_scores(make_env, policy, first, SamplingParams(8, 0.0), sampling_seed=0)
     assert all(0.0 <= a["score"] <= 1.0 for a in answers) and len(answers) == 4
     policy.close()
+
+
+def test_the_verified_score_is_strict_when_the_game_gives_partial_credit():
+    make = lambda: make_with_judges("ConstrainedInstructions-v0", {}, {"partial_credit": True})  # noqa: E731
+    writer = ScriptedPolicy(["Describe a quiet harbor at night."])
+    heldout = make_heldout_set("ConstrainedInstructions-v0", make, writer, "scripted", size=4, seed=0,
+                               params=SamplingParams())
+    answer = "A quiet harbor, boats asleep, 3 lights. [name] *calm*"
+    scores = [a["score"] for a in verified_scores(make, ScriptedPolicy([answer]), heldout, SamplingParams(), 0)]
+    strict, partial = [], []
+    for item in heldout.items:
+        env = make()
+        env.reset(seed=item["seed"])
+        env.step(item["challenger"])
+        env.step(answer)
+        strict.append(env.infos["solver"]["passed"])
+        partial.append(env.infos["solver"]["reward"])
+    assert scores == strict and any(p > s for p, s in zip(partial, strict))  # near misses credited in training only
