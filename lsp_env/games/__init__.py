@@ -5,4 +5,5 @@ register("LanguageSelfPlay-v0", "lsp_env.games.language_self_play:LanguageSelfPl
 register("ArithmeticSelfPlay-v0", "lsp_env.games.arithmetic:ArithmeticSelfPlay", description="The challenger writes an arithmetic expression; the solver's answer must match its exact value.")
 register("CodeOutputSelfPlay-v0", "lsp_env.games.code_output:CodeOutputSelfPlay", description="The challenger writes a Python function and an input; the solver predicts its output (run in a sandbox).")
 register("ConstrainedInstructions-v0", "lsp_env.games.constrained_instructions:ConstrainedInstructions", description="The challenger writes a task; the env attaches 1-3 verifiable constraints; the solver is scored by the fraction met.")
+register("ConstrainedInstructions-v1", "lsp_env.games.constrained_instructions:ConstrainedInstructions", {"topics": True, "partial_credit": True}, description="v0 where the challenger asks one question about a drawn topic, and near misses earn partial credit (the CPU recipe's).")
 register("TicTacToe-v0", "lsp_env.games.tic_tac_toe:TicTacToe", description="Tic-tac-toe, both seats played by one shared policy (zero-sum; train with rae).")

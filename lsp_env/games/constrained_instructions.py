@@ -1,7 +1,7 @@
 """
 # Constrained Instructions
 
-| Creation           | `lsp_env.make("ConstrainedInstructions-v0", quality_judge=None)` |
+| Creation           | `lsp_env.make("ConstrainedInstructions-v1", quality_judge=None)` (v0: no topics, strict) |
 |--------------------|------------------------------------------------------|
 | Actions            | Text (`UnicodeText`)                                 |
 | Parallel API       | No                                                   |
@@ -55,6 +55,8 @@ None) and `guards`.
 
 ### Version History
 
+* v1: `topics=True` and `partial_credit=True` by default (registered kwargs; the
+  class is the same): the variant the CPU recipe trains on.
 * v0: Initial version.
 """
 from __future__ import annotations

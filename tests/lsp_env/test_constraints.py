@@ -210,3 +210,10 @@ def test_topics_give_the_challenger_a_short_seeded_ask_and_leave_the_constraints
     assert len({play(seed=s, topics=True).topic for s in range(30)}) > 10
     topical.step("Why is the sea salty?")
     assert topical.observe("solver").startswith("Why is the sea salty?\n\nFollow these rules")
+
+
+def test_v1_is_v0_with_topics_and_partial_credit():
+    v0, v1 = lsp_env.make("ConstrainedInstructions-v0"), lsp_env.make("ConstrainedInstructions-v1")
+    assert type(v0) is type(v1)
+    assert (v0.topics, v0.partial_credit, v1.topics, v1.partial_credit) == (False, False, True, True)
+    assert not lsp_env.make("ConstrainedInstructions-v1", partial_credit=False).partial_credit
