@@ -13,6 +13,7 @@ PLOTTED = [
     ("judge/reward", "judge/quality", "judge/passed"),
     ("loss/kl",),
     ("length/solver", "length/challenger"),
+    ("groups/no_spread_in_reward", "groups/no_spread"),  # groups that teach nothing
 ]
 
 
