@@ -290,14 +290,13 @@ class Trainer:
                 metrics[f"reward/{role}"] = float(batch.get("reward")[rows].mean())
                 metrics[f"length/{role}"] = float(lengths[rows].mean())
                 metrics[f"entropy/{role}"] = float(-token_logprobs[rows].sum() / lengths[rows].sum())
+        metrics["groups/no_spread"] = share_without_spread(batch)  # no gradient from these groups
         for key in BREAKDOWN:
             values = [v for e in rollout.episodes if (v := episode_breakdown(e, key)) is not None]
             if values:
                 metrics[f"judge/{key}"] = mean(values)
-        metrics["groups/no_spread"] = share_without_spread(batch)  # no gradient from these groups
-        for key in BREAKDOWN:  # e.g. how many groups only the self-reward R_Q tells apart
-            if (share := share_without_spread(batch, ("breakdown", key))) == share:
-                metrics[f"groups/no_spread_in_{key}"] = share
+            if (share := share_without_spread(batch, ("breakdown", key))) == share:  # NaN: no group to count
+                metrics[f"groups/no_spread_in_{key}"] = share  # e.g. groups only the self-reward R_Q tells apart
         metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
                                                 for e in rollout.episodes)
         metrics.update(trigger_counts(rollout.episodes, self.guard_names))

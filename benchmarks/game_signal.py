@@ -27,7 +27,9 @@ from agents.agent import LLMAgent
 from agents.engines import make_policy
 from agents.models import DEFAULT_MODEL, load_model, resolve_model
 from agents.policy import SamplingParams
+from algorithms.batch import make_batch, rollout_rows, share_without_spread
 from algorithms.collector import Collector
+from evaluation.episodes import observations
 
 GAME = "ConstrainedInstructions-v0"
 ASSISTANT_OPENINGS = re.compile(r"^\W*(i'm|i am|i can|i'll|i will|i'd|sure|certainly|of course|hello|hi|thank|"
@@ -60,23 +62,17 @@ class Settings:
 def measure(policy, settings: Settings, topics: bool) -> dict:
     params = SamplingParams(settings.max_new_tokens, settings.temperature, min_p=settings.min_p)
     make = lambda: lsp_env.make(GAME, topics=topics, partial_credit=True)  # noqa: E731
-    prompts = []
-    for seed in range(settings.tasks):
-        env = make()
-        env.reset(seed=settings.seed + seed)
-        prompts.append(str(env.observe("challenger")))
+    prompts = observations(make, range(settings.seed, settings.seed + settings.tasks))
     torch.manual_seed(settings.seed)
     moves = [c[0].text for c in LLMAgent(policy, params=params).sample_batch(prompts)]
     players = {role: LLMAgent(policy, params=params) for role in ("challenger", "solver")}
     rollout = Collector(make, players, settings.group_size).collect(settings.groups, settings.seed)
-    flat = {"passed": [], "reward": []}
-    for episodes in rollout.groups().values():
-        for key in flat:
-            values = [e.infos["solver"].get(key) or 0.0 for e in episodes]
-            flat[key].append(max(values) - min(values) < 1e-9)
+    pad_id = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
+    batch = make_batch(rollout_rows(rollout), ["challenger", "solver"], pad_id)
     passed = [e.infos["solver"].get("passed") or 0.0 for e in rollout.episodes]
     return {"tasks": sum(map(is_task, moves)) / len(moves), "passed": statistics.mean(passed),
-            "spread_strict": 1 - statistics.mean(flat["passed"]), "spread_partial": 1 - statistics.mean(flat["reward"]),
+            "spread_strict": 1 - share_without_spread(batch, ("breakdown", "passed")),
+            "spread_partial": 1 - share_without_spread(batch, ("breakdown", "reward")),
             "examples": [m.replace("\n", " ")[:90] for m in moves[:3]]}
 
 
