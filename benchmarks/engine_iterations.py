@@ -28,6 +28,12 @@ class Settings:
 
 
 def run(comparison: Settings) -> str:
+    return compare(comparison)[0]
+
+
+def compare(comparison: Settings, between_runs=lambda engine: None) -> tuple[str, float]:
+    """The report, and how many times faster the last engine's iteration is than the first's (medians).
+    `between_runs(engine)` is called after each engine's run (e.g. to read and reset peak memory)."""
     medians, sections = {}, []
     for engine in comparison.engines:
         settings = replace(comparison.settings, train=replace(comparison.settings.train, engine=engine))
@@ -39,12 +45,14 @@ def run(comparison: Settings) -> str:
         sections += [f"### engine {engine}", "", table(settings, records), "",
                      f"weight sync: {medians[engine]['time/sync']:.2f} s, {100 * sync_share:.1f}% of the iteration "
                      f"(median); largest probe log-prob gap after a sync: {gap:.1e}", ""]
+        if note := between_runs(engine):
+            sections += [note, ""]
     base, other = comparison.engines[0], comparison.engines[-1]
     speedup = medians[base]["time/iteration"] / medians[other]["time/iteration"]
     generate = medians[base]["time/generate"] / medians[other]["time/generate"]
     sections.append(f"**{other} vs {base}: iteration {speedup:.2f}x faster, generation {generate:.2f}x faster** "
                     f"(medians)")
-    return "\n".join(sections)
+    return "\n".join(sections), speedup
 
 
 if __name__ == "__main__":

@@ -119,21 +119,30 @@ def trl(settings: Settings) -> list[float]:
 
 
 def run(settings: Settings) -> str:
+    return compare(settings)[0]
+
+
+def compare(settings: Settings, after=lambda trainer: "") -> tuple[str, float]:
+    """The report, and the ratio of our median step time to TRL's. `after(name)` is called after each trainer's
+    run ("ours", then "trl"); what it returns (e.g. peak memory) goes in the table's last column."""
     import importlib.util
 
     if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
         raise ValueError("this benchmark needs TRL and datasets: pip install -e '.[bench]'")
-    (ours_times, engine_used), trl_times = ours(settings), trl(settings)
+    ours_times, engine_used = ours(settings)
+    notes = {"ours": after("ours")}
+    trl_times = trl(settings)
+    notes["trl"] = after("trl")
     ours_median, trl_median = statistics.median(ours_times), statistics.median(trl_times)
     trl_engine = "vLLM" if settings.trl_use_vllm else "transformers"
     return "\n".join([
         f"GRPO, {settings.model}, {settings.num_prompts} prompts x G={settings.group_size}, "
         f"{settings.max_new_tokens} new tokens, median of {settings.steps} steps after {settings.warmup} warm-up, "
         f"{platform.machine()} with {_cores()} cores", "",
-        "| trainer | seconds per step (median) | all steps |", "|---|---|---|",
-        f"| ours (`grpo`, engine {engine_used}) | {ours_median:.1f} | {_list(ours_times)} |",
-        f"| TRL `GRPOTrainer` ({trl_engine} generation) | {trl_median:.1f} | {_list(trl_times)} |",
-        "", f"ratio ours / TRL: **{ours_median / trl_median:.2f}**"])
+        "| trainer | seconds per step (median) | all steps | |", "|---|---|---|---|",
+        f"| ours (`grpo`, engine {engine_used}) | {ours_median:.1f} | {_list(ours_times)} | {notes['ours']} |",
+        f"| TRL `GRPOTrainer` ({trl_engine} generation) | {trl_median:.1f} | {_list(trl_times)} | {notes['trl']} |",
+        "", f"ratio ours / TRL: **{ours_median / trl_median:.2f}**"]), ours_median / trl_median
 
 
 def _list(times: list[float]) -> str:

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "sandbox-overhead": "benchmarks.sandbox_overhead",
     "collector-load": "benchmarks.collector_load",
     "game-signal": "benchmarks.game_signal",
+    "speed": "benchmarks.speed",
 }
 
 

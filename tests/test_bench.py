@@ -41,3 +41,16 @@ def test_the_game_signal_benchmark_tells_tasks_from_assistant_replies():
     for reply in ("I'm ready to assist. What can I help you with?", "Sure! Here is a poem.", "The moon is bright.",
                   "", "Hello, how can I help?"):
         assert not is_task(reply), reply
+
+
+def test_the_speed_benchmark_reads_each_parts_peak_memory_and_resets_it():
+    from benchmarks.speed import peak_memory
+
+    def gib(line: str) -> float:
+        return float(re.search(r"peak RSS of \w+: ([\d.]+) GiB", line).group(1))
+
+    peak_memory("before")
+    block = bytearray(512 * 2**20)  # touched: 512 MiB resident
+    del block
+    first, second = gib(peak_memory("first")), gib(peak_memory("second"))
+    assert first >= second + 0.4  # the block counted in the first part only

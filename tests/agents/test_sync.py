@@ -103,3 +103,12 @@ def test_probe_log_probs_are_the_trainers_and_leave_its_mode_alone(trainer_model
         assert len(mine) == len(completion) and mine.tolist() == pytest.approx(theirs, abs=1e-4)
     assert all(completion[-1] == tokenizer.eos_token_id for completion in sync.completions)
     policy.close()
+
+
+def test_the_tolerance_is_the_bfloat16_one_when_the_engine_computes_in_bfloat16(trainer_model):
+    """A float32 trainer whose engine samples in bfloat16 (vLLM under autocast) gets the bfloat16 tolerance."""
+    model, tokenizer = trainer_model
+    engine = HFPolicy(model, tokenizer, max_wait_s=0.0)
+    assert WeightSync(engine, model, tokenizer).tolerance == DEFAULT_TOLERANCE[torch.float32]
+    engine.dtype = torch.bfloat16
+    assert WeightSync(engine, model, tokenizer).tolerance == DEFAULT_TOLERANCE[torch.bfloat16]

@@ -10,7 +10,8 @@ import torch
 
 from agents.engines import make_policy
 from agents.hf import HFPolicy
-from agents.judges import FunctionJudge
+from agents.judges import FunctionJudge, SelfJudge, build_judge
+from agents.vllm_engine import VLLMPolicy
 from agents.logprobs import completion_log_probs
 from agents.lora import ALL_LINEAR, add_lora
 from agents.models import DEFAULT_MODEL, load_model, resolve_model
@@ -165,3 +166,37 @@ def test_weight_sync_of_a_lora_model_is_verified(engine, hf):
             base(push=False)  # the engine now serves the adapted weights, not the base
     finally:
         WeightSync(engine, hf.model, hf.tokenizer)()
+
+
+PAIRS = [("Explain how a rainbow forms.", "Sunlight bends in raindrops and splits into colours."),
+         ("Name three fruits.", "apple banana"), ("Write a haiku about snow.", "Snow snow snow snow snow snow.")]
+
+
+def test_self_judge_scores_on_vllm_as_on_hf(engine, hf):
+    """The "expected" judge reads the score digits' log-probs from one decoding step; float32 vLLM and HF agree."""
+    on_vllm = [j.score for j in build_judge("rubric", engine).judge_batch(PAIRS)]
+    on_hf = [j.score for j in build_judge("rubric", hf).judge_batch(PAIRS)]
+    assert on_vllm == pytest.approx(on_hf, abs=1e-3)
+    assert len(set(on_hf)) == len(PAIRS)  # the judge tells these answers apart
+
+
+def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf, tmp_path, restore_weights):
+    """With the vllm policy engine, the self-judges get their own engine, which keeps the base weights while the
+    policy trains."""
+    config = TrainConfig(model=DEFAULT_MODEL, engine="vllm", algorithm="lsp", game="ConstrainedInstructions-v1",
+                         num_queries=2, group_size=2, lora_rank=4, autocast=False, eval_suite=None, batch_size=1,
+                         grad_accumulation=2, max_new_tokens=8, iterations=1, lr=1e-2, output=str(tmp_path))
+    trainer = Trainer(config, policy=engine)
+    try:
+        judge = trainer.judges["quality_judge"]
+        assert isinstance(judge, SelfJudge) and isinstance(judge.policy, VLLMPolicy)
+        assert judge.policy is trainer.judge_policy is not engine
+        record, _ = trainer.iteration(1)
+        assert record["judge/quality"] > 0
+        expected = [j.score for j in build_judge("rubric", hf).judge_batch(PAIRS)]
+        assert [j.score for j in judge.judge_batch(PAIRS)] == pytest.approx(expected, abs=1e-3)
+        trained = [j.score for j in build_judge("rubric", engine).judge_batch(PAIRS)]
+        assert trained != pytest.approx(expected, abs=1e-3)  # the policy engine serves the trained weights
+    finally:
+        trainer.reference.close()
+        trainer.judge_policy.close()

@@ -26,3 +26,22 @@ def test_derived_micro_batches_follow_a_later_num_queries():
 def test_micro_batches_that_do_not_make_one_step_are_refused():
     with pytest.raises(ValueError, match=r"batch_size \* grad_accumulation \(4\) must equal num_queries \(5\)"):
         TrainConfig(num_queries=5, batch_size=2)
+
+
+@pytest.mark.parametrize("settings, dtype", [
+    ({}, "bfloat16"),  # sampling in bfloat16 under autocast
+    ({"autocast": False}, "float32"),
+    ({"autocast": False, "dtype": "bfloat16"}, "bfloat16"),
+    ({"engine_dtype": "float32"}, "float32"),
+])
+def test_engine_dtype_follows_autocast_unless_given(settings, dtype):
+    assert TrainConfig(**settings).engine_dtype_name() == dtype
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"engine_dtype": "float16"}, "engine_dtype must be float32 or bfloat16"),
+    ({"judge_engine": "openai"}, "judge_engine must be hf or vllm"),
+])
+def test_engine_settings_that_cannot_work_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)

@@ -153,3 +153,18 @@ def test_an_unknown_suite_fails_before_any_model_loads(tmp_path):
 def test_lsp_on_a_game_without_a_quality_judge_fails_before_any_model_loads(tmp_path):
     with pytest.raises(ValueError, match="takes no quality_judge"):
         Trainer(TrainConfig(model=str(tmp_path / "no-model"), game="ArithmeticSelfPlay-v0", algorithm="lsp"))
+
+
+@pytest.mark.parametrize("algorithm, judges", [("lsp", ["quality_judge"]), ("lsp-zero", [])])
+def test_only_the_judges_the_game_takes_are_built_on_the_reference(tiny_path, tmp_path, algorithm, judges):
+    """ConstrainedInstructions verifies R itself and takes only R_Q; with the hf engine the self-judges score on
+    the reference (the base weights), not on a second engine."""
+    config = tiny_config(tiny_path, tmp_path, game="ConstrainedInstructions-v1", algorithm=algorithm,
+                         quality_judge="rubric", judge="helpfulness")
+    trainer = Trainer(config)
+    try:
+        assert sorted(trainer.judges) == judges
+        assert all(judge.policy is trainer.reference for judge in trainer.judges.values())
+        assert trainer.judge_policy is None
+    finally:
+        trainer.close()
