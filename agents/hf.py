@@ -14,13 +14,12 @@ import torch
 from transformers import GenerationConfig
 
 from agents.batching import MicroBatcher
-from agents.logprobs import output_logits, processed_log_probs
+from agents.logprobs import output_logits, pad_rows, processed_log_probs, token_log_probs
 from agents.lora import base_weights
 from agents.models import DEFAULT_MODEL, load_model
 from agents.policy import Chat, Completion, Policy, SamplingParams
 
 SCORE_BATCH_ROWS = 8  # sequences per padded scoring batch
-SCORE_CHUNK_ROWS = 512  # token positions per vocabulary-sized logits block when scoring
 
 
 class HFPolicy(Policy):
@@ -96,16 +95,12 @@ class HFPolicy(Policy):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
         if any(len(prompt) == 0 for prompt in prompt_ids):
             raise ValueError("every prompt needs at least one token")
-        # Rows of similar length share a padded batch, so short rows do not pay for long ones.
-        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
-        scores: list[list[float]] = [[] for _ in order]
+        # token_log_probs scores rows of similar length together, so short rows do not pay for long ones.
+        tokens, attention, response = (t.to(self.model.device)
+                                       for t in pad_rows(prompt_ids, completion_ids, self._pad_id))
         with self._using_model():
-            for start in range(0, len(order), SCORE_BATCH_ROWS):
-                rows = order[start : start + SCORE_BATCH_ROWS]
-                batch = self._score_batch([prompt_ids[i] for i in rows], [completion_ids[i] for i in rows])
-                for row, values in zip(rows, batch):
-                    scores[row] = values
-        return scores
+            out = token_log_probs(self.model, tokens, attention, response, rows_per_chunk=SCORE_BATCH_ROWS)
+        return [out[i, len(p):len(p) + len(c)].tolist() for i, (p, c) in enumerate(zip(prompt_ids, completion_ids))]
 
     def next_token_logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[int]) -> list[float]:
         """Concurrent calls share one forward pass (micro-batched like `generate`)."""
@@ -130,7 +125,7 @@ class HFPolicy(Policy):
 
     def _generate_batch(self, params: SamplingParams, requests: Sequence[tuple[list[int], int]]) -> list:
         prompts = [prompt for prompt, n in requests for _ in range(n)]
-        input_ids, attention_mask = _pad(prompts, self._pad_id, left=True, device=self.model.device)
+        input_ids, attention_mask = _left_pad(prompts, self._pad_id, device=self.model.device)
         with self._using_model(), _no_checkpoint_defaults(self.model):
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=self._generation_config(params)
@@ -172,26 +167,10 @@ class HFPolicy(Policy):
             finish_reason="length" if stop is None else "stop",
         )
 
-    def _score_batch(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]) -> list:
-        """Log-probs of the completion tokens: one decoder pass, then the output
-        head over only the positions that predict them, a block of rows at a time."""
-        input_ids, attention_mask = _pad(
-            [[*p, *c] for p, c in zip(prompts, completions)], self._pad_id, left=False, device=self.model.device
-        )
-        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = [row for row, c in enumerate(completions) for _ in c]
-        cols = [len(p) - 1 + i for p, c in zip(prompts, completions) for i in range(len(c))]
-        hidden, targets = hidden[rows, cols], input_ids[rows, [col + 1 for col in cols]]
-        blocks = [
-            processed_log_probs(output_logits(self.model, hidden[i : i + SCORE_CHUNK_ROWS]), targets[i : i + SCORE_CHUNK_ROWS])
-            for i in range(0, len(rows), SCORE_CHUNK_ROWS)
-        ]
-        logprobs = torch.cat([torch.empty(0, device=hidden.device), *blocks])
-        return [chunk.tolist() for chunk in logprobs.split([len(c) for c in completions])]
-
     def _next_token_batch(self, candidates: tuple[int, ...], prompts: Sequence[list[int]]) -> list[list[float]]:
         """log-softmax of the next-token logits after each prompt, at the candidate ids."""
-        input_ids, attention_mask = _pad(prompts, self._pad_id, left=False, device=self.model.device)
+        input_ids, attention_mask, _ = (t.to(self.model.device) for t in pad_rows(prompts, [[]] * len(prompts),
+                                                                                     self._pad_id))
         with self._using_model():
             hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             last = hidden[torch.arange(len(prompts)), attention_mask.sum(-1) - 1]
@@ -199,15 +178,14 @@ class HFPolicy(Policy):
         return logprobs.tolist()
 
 
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded id tensor and its attention mask."""
+def _left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompts for generation (new tokens go on the right) and their attention mask."""
     width = max(len(seq) for seq in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
     return ids.to(device), mask.to(device)
 
 

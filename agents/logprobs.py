@@ -10,10 +10,27 @@ the sampler.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from agents.policy import SamplingParams
+
+
+def pad_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int = 0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt + completion rows: the token ids, the attention mask and the mask of completion
+    tokens (both bool). Every batch of rows to score or train on is built here."""
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.bool)
+    response = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+        end = len(prompt) + len(completion)
+        tokens[i, :end] = torch.tensor([*prompt, *completion], dtype=torch.long)
+        attention[i, :end] = True
+        response[i, len(prompt):end] = True
+    return tokens, attention, response
 
 
 def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None = None,
@@ -46,10 +63,7 @@ def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, r
 def completion_log_probs(model, prompt_ids: list[int], token_ids: list[int],
                          sampling: SamplingParams | None = None) -> list[float]:
     """`token_log_probs` of one completion after its prompt, without gradients (e.g. to check an engine's)."""
-    tokens = torch.tensor([[*prompt_ids, *token_ids]], device=model.device)
-    attention = torch.ones_like(tokens, dtype=torch.bool)
-    response = torch.zeros_like(attention)
-    response[0, len(prompt_ids):] = True
+    tokens, attention, response = (t.to(model.device) for t in pad_rows([prompt_ids], [token_ids]))
     with torch.no_grad():
         return token_log_probs(model, tokens, attention, response, sampling)[0, len(prompt_ids):].tolist()
 

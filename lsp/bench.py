@@ -27,6 +27,7 @@ BENCHMARKS = {
     "collector-load": "benchmarks.collector_load",
     "game-signal": "benchmarks.game_signal",
     "speed": "benchmarks.speed",
+    "engine-precision": "benchmarks.engine_precision",
 }
 
 

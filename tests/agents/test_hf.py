@@ -70,7 +70,7 @@ def test_stops_at_first_eos_and_keeps_it():
 
 
 def test_score_matches_generation_logprobs(monkeypatch):
-    monkeypatch.setattr(hf, "SCORE_CHUNK_ROWS", 3)  # exercise the row blocks
+    monkeypatch.setattr(hf, "SCORE_BATCH_ROWS", 3)  # exercise the row chunks
     policy = HFPolicy(*tiny_model(seed=1), max_batch_size=2, max_wait_s=0.0)
     tempered = SamplingParams(max_new_tokens=10, temperature=0.7, top_p=0.9)
     completions = policy.generate(CHATS[2], n=4, params=tempered) + policy.generate(CHATS[5], 1, GREEDY)

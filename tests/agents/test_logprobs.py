@@ -47,3 +47,12 @@ def test_hf_engine_and_trainer_agree_under_the_sampling_settings(params):
         trainer = completion_log_probs(model, completion.prompt_ids, completion.token_ids, params)
         assert trainer == pytest.approx(completion.logprobs, abs=1e-4)
         assert all(v <= 0 for v in completion.logprobs)
+
+
+def test_pad_rows_right_pads_prompt_and_completion_with_their_masks():
+    from agents.logprobs import pad_rows
+
+    tokens, attention, response = pad_rows([[5, 6], [7]], [[8], [9, 10, 11]], pad_id=0)
+    assert tokens.tolist() == [[5, 6, 8, 0], [7, 9, 10, 11]]
+    assert attention.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert response.tolist() == [[False, False, True, False], [False, True, True, True]]

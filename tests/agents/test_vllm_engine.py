@@ -181,9 +181,10 @@ def test_self_judge_scores_on_vllm_as_on_hf(engine, hf):
 
 
 def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf, tmp_path, restore_weights):
-    """With the vllm policy engine, the self-judges get their own engine, which keeps the base weights while the
+    """With judge_engine vllm, the self-judges get their own engine, which keeps the base weights while the
     policy trains."""
-    config = TrainConfig(model=DEFAULT_MODEL, engine="vllm", algorithm="lsp", game="ConstrainedInstructions-v1",
+    config = TrainConfig(model=DEFAULT_MODEL, engine="vllm", judge_engine="vllm", algorithm="lsp",
+                         game="ConstrainedInstructions-v1",
                          num_queries=2, group_size=2, lora_rank=4, autocast=False, eval_suite=None, batch_size=1,
                          grad_accumulation=2, max_new_tokens=8, iterations=1, lr=1e-2, output=str(tmp_path))
     trainer = Trainer(config, policy=engine)

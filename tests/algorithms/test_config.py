@@ -41,6 +41,7 @@ def test_engine_dtype_follows_autocast_unless_given(settings, dtype):
 @pytest.mark.parametrize("settings, message", [
     ({"engine_dtype": "float16"}, "engine_dtype must be float32 or bfloat16"),
     ({"judge_engine": "openai"}, "judge_engine must be hf or vllm"),
+    ({"judge_engine": None}, "judge_engine must be hf or vllm"),
 ])
 def test_engine_settings_that_cannot_work_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
