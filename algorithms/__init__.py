@@ -4,8 +4,9 @@
     loss = algorithms.make("lsp", actor_network=model, beta=0.05)
     algorithms.register("my-algo", MyLoss)   # or the "lsp.algorithms" entry-point group
 
-Importing the package is cheap: the registry holds "module:Class" strings, and
-torch, TorchRL and the loss classes load on first use.
+Importing the package is cheap: the registry (an `lsp_env.Registry` of
+`AlgorithmSpec`s) holds "module:Class" strings, and torch, TorchRL and the
+loss classes load on first use.
 """
 import os
 

@@ -92,6 +92,9 @@ class TrainConfig:
     """Micro-batches per optimizer step (default: num_queries / batch_size, so one step per iteration)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: less memory for the
+    training step, at the cost of a second forward (transformers' `gradient_checkpointing_enable`)."""
     # LoRA (PEFT)
     lora_rank: int = 16
     """LoRA rank; 0 trains every weight. With LoRA the reference and the self-judges are the base weights
@@ -180,7 +183,8 @@ def check_settings(config: TrainConfig):
 
     settings = registration.config_class(config.algorithm).from_kwargs(
         beta=config.beta, challenger_weight=config.challenger_weight, **config.algorithm_args)
-    probe = lsp_env.make_with_judges(config.game, {}, config.game_args)
+    lsp_env.registry[config.game].check_arguments(config.game_args)  # names and types
+    probe = lsp_env.make_with_judges(config.game, {}, config.game_args)  # what only the game's constructor checks
     try:
         if getattr(settings, "zero_sum", False) and not hasattr(probe, "zero_sum"):
             raise ValueError(f"zero_sum needs a game that credits penalties (a TextGame); {config.game} is not one")

@@ -1,106 +1,93 @@
-"""Algorithm registry: name -> loss class, plus the `lsp.algorithms` entry-point group."""
+"""Algorithm registry: name -> `AlgorithmSpec`, plus the `lsp.algorithms` entry-point group.
+
+It is the games' `lsp_env.Registry` over algorithm specs: the same lookups, errors and plugin discovery.
+"""
 from __future__ import annotations
 
-import difflib
-import importlib
 import warnings
-from importlib.metadata import entry_points
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING
+
+from lsp_env.registry import Registry, UnknownNameError, load_entry_point
 
 if TYPE_CHECKING:
     import torch
 
 ENTRY_POINT_GROUP = "lsp.algorithms"
-registry: dict[str, type | str] = {}
-descriptions: dict[str, str] = {}
-configs: dict[str, type | str] = {}  # name -> its settings class (or "module:Class"), when given apart
-_plugins_loaded = False
+
+
+class UnknownAlgorithmError(UnknownNameError):
+    """No algorithm is registered under the name."""
+
+
+@dataclass
+class AlgorithmSpec:
+    """A registered algorithm: its loss class (or "module:Class", imported on first use) and its settings class."""
+
+    id: str
+    entry_point: type | str
+    config: type | str | None = None
+    """The settings class (or "module:Class"), given apart from a class that is slow to import so that settings
+    are checked before it loads; by default the class's `Config`."""
+    description: str = ""
+    """What `lsp algos` lists; by default the first line of the class docstring."""
+
+    @classmethod
+    def from_plugin(cls, plugin: EntryPoint) -> AlgorithmSpec:
+        return cls(plugin.name, plugin.value)  # imported on first use
+
+    def load(self) -> type:
+        """The loss class."""
+        try:
+            return load_entry_point(self.entry_point)
+        except (ImportError, AttributeError) as error:
+            raise ImportError(f"algorithm {self.id!r} points to {self.entry_point!r}, which cannot be loaded: "
+                              f"{error}") from error
+
+    def load_config(self) -> type:
+        """The settings class, without importing the loss class when `config` is given."""
+        return load_entry_point(self.config) if self.config else self.load().Config
+
+    def summary(self) -> str:
+        if self.description:
+            return self.description
+        try:
+            return ((self.load().__doc__ or "").strip().splitlines() or [""])[0]
+        except ImportError as error:
+            warnings.warn(str(error))
+            return "(cannot be loaded)"
+
+    def make(self, actor_network: torch.nn.Module, **settings):
+        """The loss module for `actor_network`."""
+        return self.load()(actor_network, **settings)
+
+
+registry = Registry(ENTRY_POINT_GROUP, AlgorithmSpec, kind="algorithm", listing="`lsp algos`",
+                    unknown=UnknownAlgorithmError)
 
 
 def register(name: str, algorithm: type | str, *, description: str = "", config: type | str | None = None,
-             override: bool = False) -> None:
-    """Register an algorithm class (or "module:Class", imported on first use) under `name`.
-
-    `description` is what `lsp algos` lists; by default the first line of the class docstring. `config` is
-    its settings class (or "module:Class"), by default the class's `Config`; give it apart from a class
-    that is slow to import, so that settings are checked before the class loads."""
-    if name in registry and not override:
-        raise ValueError(f"algorithm {name!r} is already registered; pass override=True to replace it")
-    registry[name] = algorithm
-    for table, value in ((descriptions, description), (configs, config)):
-        if value:
-            table[name] = value
-        else:
-            table.pop(name, None)
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in registry:
-            registry[entry.name] = entry.value
-
-
-class UnknownAlgorithmError(KeyError):
-    """No algorithm is registered under the name; the message suggests close matches."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def check_name(name: str) -> None:
-    """Raise `UnknownAlgorithmError` naming close matches unless `name` is registered (imports nothing)."""
-    _load_plugins()
-    if name not in registry:
-        close = difflib.get_close_matches(name, registry, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownAlgorithmError(f"unknown algorithm {name!r}.{hint} Registered: {', '.join(sorted(registry))}")
-
-
-def _load(name: str, table: dict) -> type:
-    target = table[name]
-    if isinstance(target, str):
-        module, _, attribute = target.partition(":")
-        try:
-            table[name] = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ImportError(f"algorithm {name!r} points to {target!r}, which cannot be loaded: {error}")
-    return table[name]
+             override: bool = False) -> AlgorithmSpec:
+    """Register an algorithm class (or "module:Class", imported on first use) under `name` (`AlgorithmSpec`)."""
+    return registry.register(name, algorithm, config=config, description=description, override=override)
 
 
 def resolve(name: str) -> type:
     """The algorithm class registered as `name`."""
-    check_name(name)
-    return _load(name, registry)
+    return registry[name].load()
 
 
 def config_class(name: str) -> type:
-    """The settings class of algorithm `name` (its `--algorithm_args`), without importing the algorithm when
-    it was registered with a `config`."""
-    check_name(name)
-    return _load(name, configs) if name in configs else resolve(name).Config
+    """The settings class of algorithm `name` (its `--algorithm_args`)."""
+    return registry[name].load_config()
 
 
 def make(name: str, actor_network: torch.nn.Module, **settings):
     """Build the loss module of algorithm `name` for `actor_network`."""
-    return resolve(name)(actor_network, **settings)
+    return registry.make(name, actor_network, **settings)
 
 
 def available() -> list[tuple[str, str]]:
     """(name, description) for every algorithm, plugins included; classes load only when undescribed."""
-    _load_plugins()
-    rows = []
-    for name in sorted(registry):
-        if name in descriptions:
-            rows.append((name, descriptions[name]))
-            continue
-        try:
-            doc = ((resolve(name).__doc__ or "").strip().splitlines() or [""])[0]
-        except (ImportError, KeyError) as error:
-            warnings.warn(str(error))
-            doc = "(cannot be loaded)"
-        rows.append((name, doc))
-    return rows
+    return registry.table()

@@ -1,4 +1,4 @@
-"""The self-play training loop behind `lsp train`.
+"""The self-play training loop behind `lsp train`, over the parts `algorithms.assembly` builds.
 
 Each iteration: collect -> reference log-probs -> advantages -> loss ->
 one optimizer step (AdamW, gradient clipping) -> push the new weights to the
@@ -7,132 +7,53 @@ engine and verify them (`agents.sync`) -> log -> checkpoint.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from statistics import mean, pstdev
 
 import torch
 import yaml
 
-import lsp_env
-from agents import LLMAgent, SamplingParams
-from agents.agent import PromptAgent
-from agents.engines import make_policy
-from agents.hf import HFPolicy
-from agents.judges import RUBRICS, build_judge
+from agents import SamplingParams
 from agents.logprobs import token_log_probs
-from agents.lora import add_lora, base_weights, has_adapter
-from agents.models import load_model, resolve_model
+from agents.lora import base_weights, has_adapter
+from agents.models import load_model
 from agents.policy import Policy
 from agents.sync import WeightSync
-from algorithms import checkpoint, registration
-from algorithms.base import (ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, ROLE_KEY, SAMPLER_LOG_PROBS,
-                             TOKENS)
-from algorithms.batch import episode_breakdown, make_batch, rollout_rows, share_without_spread
+from algorithms import checkpoint
+from algorithms.assembly import build_run
+from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
+from algorithms.batch import make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
-from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
+from algorithms.config import TrainConfig
+from algorithms.metrics import iteration_metrics
 from algorithms.run_log import RunLog, plot_curves
+from algorithms.update import optimizer_step
 from evaluation.suite import evaluate_policy, load_suite
-from lsp_env.contract import BREAKDOWN, branch_agent, judge_arguments
-from lsp_env.guards import penalty_totals, trigger_counts
-from lsp_env.outcomes import outcome_rates
 
 
 class Trainer:
-    """Builds every part of a run from a `TrainConfig` and trains it."""
+    """Trains the parts of a run (`algorithms.assembly.build_run`) built from a `TrainConfig`."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, judges: dict | None = None,
                  policy: Policy | None = None):
         """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config;
         `policy` replaces the engine named in the config (it must serve `config.model`)."""
-        self.config = config
-        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)  # made once the run can start
+        self.suite = load_suite(config.eval_suite) if config.eval_suite else None  # a wrong name fails before loading
+        self.parts = build_run(config, judges, policy)
+        self.config, self.model, self.loss = self.parts.config, self.parts.model, self.parts.loss
+        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
         self.start_iteration = 0
-        # Settings that cannot work fail here, before any model loads.
-        self.suite = load_suite(config.eval_suite) if config.eval_suite else None
-        self.algorithm_config = check_settings(config)
-        self.algorithm_class = registration.resolve(config.algorithm)
-        if config.lr is None:  # the paper's lr for full fine-tuning, the recipe's for LoRA
-            self.config = config = replace(config, lr=self.algorithm_class.recommended_lr(bool(config.lora_rank)))
-        game_judges = judge_arguments(lsp_env.registry[config.game].load())
-        if self.algorithm_class.self_reward and "quality_judge" not in game_judges:
-            raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
-                             f"takes no quality_judge; use lsp-zero, or a game with one (LanguageSelfPlay-v0, "
-                             f"ConstrainedInstructions-v0)")
-        if self.algorithm_class.self_reward and judges is None and config.quality_judge in (None, "", "none"):
-            raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but quality_judge is "
-                             f"{config.quality_judge!r}; name one (paper-rubric, rubric) or use lsp-zero")
-        torch.manual_seed(config.seed)
-        dtype = getattr(torch, config.dtype)
-        model_path = resolve_model(config.model)
-        self.model, self.tokenizer = load_model(model_path, dtype=dtype, device=config.device)
-        if config.lora_rank:
-            self.model = add_lora(self.model, config.lora_rank, config.lora_alpha, config.lora_target_modules,
-                                  config.model)
-            self.reference_model = self.model  # used under `base_weights`: the adapter switched off
-        else:
-            self.reference_model = load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
-        self.policy = policy if policy is not None else make_policy(
-            config.engine, self.model, self.tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
-            device=config.device, seed=config.seed, server_url=config.server_url,
-            server_timeout_s=config.server_timeout_s)
-        shares_model = config.lora_rank and isinstance(self.policy, HFPolicy) and self.policy.model is self.model
-        shared_lock = self.policy._lock if shares_model else None  # one model, adapter on for one, off for the other
-        self.reference = HFPolicy(self.reference_model, self.tokenizer, base_only=bool(config.lora_rank),
-                                  lock=shared_lock, autocast=torch.bfloat16 if config.autocast else None)
-        self.weight_sync = WeightSync(self.policy, self.model, self.tokenizer, config.sync_tolerance,
+        self.weight_sync = WeightSync(self.parts.policy, self.model, self.parts.tokenizer, config.sync_tolerance,
                                       config.sync_timeout_s)
         self.weight_sync(push=False)  # the engine must start from the trainer's weights
-        self.sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
-        self.loss = self.algorithm_class(self.model, config=self.algorithm_config, sampling=self.sampling,
-                                         reference_network=self.reference_model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        self.judge_policy = None  # the engine of the self-judges, when it is not the reference
-        self.judges = self._judges(game_judges) if judges is None else judges
-        env = self._make_env()
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=config.weight_decay)
+        env = self.parts.make_env()
         self.roles = list(env.possible_agents)
         self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
-        self.collector = Collector(self._make_env, self._players(), config.group_size)
+        self.collector = Collector(self.parts.make_env, self.parts.players(), config.group_size)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-
-    # --- construction -----------------------------------------------------------
-    def _judges(self, game_judges: tuple[str, ...]) -> dict:
-        """The judges the game takes, self-judges on the base weights (`_judge_engine`)."""
-        config = self.config
-        names = {"judge": config.judge, "quality_judge": config.quality_judge if self.algorithm_class.self_reward
-                 else None}
-        names = {role: name for role, name in names.items() if role in game_judges and name not in (None, "", "none")}
-        policy = self._judge_engine() if any(name in RUBRICS for name in names.values()) else None
-        return {role: build_judge(name, policy, config.judge_max_new_tokens, config.judge_mode)
-                for role, name in names.items()}
-
-    def _judge_engine(self) -> Policy:
-        """The reference model, or a frozen vLLM engine of the base weights (`TrainConfig.judge_engine`)."""
-        config = self.config
-        if config.judge_engine == "hf":
-            return self.reference
-        self.judge_policy = make_policy("vllm", None, self.tokenizer, model_path=resolve_model(config.model),
-                                        dtype=config.engine_dtype_name(), device=config.device, seed=config.seed,
-                                        kv_cache_gib=0.5)
-        return self.judge_policy
-
-    def _make_env(self):
-        env = lsp_env.make_with_judges(self.config.game, self.judges, self.config.game_args)
-        if getattr(self.algorithm_config, "zero_sum", False):
-            env.zero_sum = True  # penalties credited to the other role (TextGame)
-        return env
-
-    def _players(self) -> dict:
-        env = self._make_env()
-        players = {}
-        for role in env.possible_agents:
-            if self.algorithm_class.needs_prompts and role != branch_agent(env):
-                players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
-            else:
-                players[role] = LLMAgent(self.policy, params=self.sampling)
-        return players
 
     # --- resume -----------------------------------------------------------------
     @classmethod
@@ -207,7 +128,7 @@ class Trainer:
 
         suite = self.suite
         params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
-        score, _ = evaluate_policy(self.policy, suite, params)
+        score, _ = evaluate_policy(self.parts.policy, suite, params)
         path = self.run_dir / "eval.json"
         results = json.loads(path.read_text()) if path.exists() else {}
         results[when] = {"suite": suite.name, "prompts": len(suite.items), **score.as_dict()}
@@ -222,7 +143,7 @@ class Trainer:
         """One collect/update/sync step; returns its metrics and rollout."""
         config, start = self.config, time.perf_counter()
         torch.manual_seed(config.seed * 1_000_003 + iteration)
-        failures_before = {name: getattr(j, "failures", 0) for name, j in self.judges.items() if j}
+        failures_before = {name: getattr(j, "failures", 0) for name, j in self.parts.judges.items() if j}
         rollout = self.collector.collect(config.num_queries, seed=config.seed * 1_000_003 + iteration * config.num_queries)
         rows = rollout_rows(rollout)
         batch = make_batch(rows, self.roles, self._pad_id())
@@ -233,13 +154,14 @@ class Trainer:
 
         tick = time.perf_counter()
         self.loss.compute_advantages(batch)
-        losses = self._optimizer_step(batch)
+        losses = optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
+                                config.max_grad_norm, config.autocast)
         train_time = time.perf_counter() - tick
 
         sync = self.weight_sync()
 
-        metrics = self._metrics(rollout, batch, losses)
-        for name, judge in self.judges.items():
+        metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names)
+        for name, judge in self.parts.judges.items():
             if judge is not None and hasattr(judge, "failures"):
                 metrics[f"{name}/parse_failures"] = judge.failures - failures_before[name]
         generated = int(batch.get(RESPONSE_MASK).sum())
@@ -257,86 +179,25 @@ class Trainer:
     def _fill_reference_log_probs(self, batch) -> None:
         """The reference model's log-probs of the sampled tokens under the same sampling settings, so that
         the KL compares like with like (and is exactly 0 while the policy equals the reference)."""
-        with base_weights(self.reference_model), self._autocast():
-            batch.set(REF_LOG_PROBS, token_log_probs(self.reference_model.eval(), batch.get(TOKENS),
+        with base_weights(self.parts.reference_model), self._autocast():
+            batch.set(REF_LOG_PROBS, token_log_probs(self.parts.reference_model.eval(), batch.get(TOKENS),
                                                      batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK),
-                                                     self.sampling))
-
-    def _optimizer_step(self, batch) -> dict:
-        """Gradient accumulation over micro-batches of `batch_size` groups (`TrainConfig.micro_batches`), then one
-        step."""
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        groups = batch.get(GROUP_KEY).unique()
-        totals = {"objective": 0.0, "kl": 0.0, "kl_penalty": 0.0, "sampler_gap": 0.0}
-        for chunk in groups.split(self.config.micro_batches()[0]):
-            rows = torch.isin(batch.get(GROUP_KEY), chunk)
-            share = float(rows.sum()) / len(batch)
-            with self._autocast():
-                output = self.loss(batch[rows])
-            objective = output.loss_objective
-            penalty = getattr(output, "loss_kl_to_ref", None)
-            total = objective + (penalty if penalty is not None else 0.0)
-            (total * share).backward()
-            totals["objective"] += float(objective.detach()) * share
-            totals["kl_penalty"] += float(penalty.detach()) * share if penalty is not None else 0.0
-            kl = getattr(output, "kl_to_ref", None)
-            totals["kl"] += float(kl) * share if kl is not None else 0.0
-            totals["sampler_gap"] += float(output.kl_approx) * share
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm)
-        self.optimizer.step()
-        self.model.eval()
-        return {f"loss/{k}": v for k, v in totals.items()} | {"loss/grad_norm": float(grad_norm)}
+                                                     self.parts.sampling))
 
     def _autocast(self):
         return torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
 
-    def _metrics(self, rollout: Rollout, batch, losses: dict) -> dict:
-        metrics = dict(losses)
-        mask = batch.get(RESPONSE_MASK)
-        lengths = mask.sum(-1).float()
-        token_logprobs = (batch.get(SAMPLER_LOG_PROBS) * mask).sum(-1)
-        for index, role in enumerate(self.roles):
-            rows = batch.get(ROLE_KEY) == index
-            if rows.any():
-                metrics[f"reward/{role}"] = float(batch.get("reward")[rows].mean())
-                metrics[f"length/{role}"] = float(lengths[rows].mean())
-                metrics[f"entropy/{role}"] = float(-token_logprobs[rows].sum() / lengths[rows].sum())
-        metrics["groups/no_spread"] = share_without_spread(batch)  # no gradient from these groups
-        for key in BREAKDOWN:
-            values = [v for e in rollout.episodes if (v := episode_breakdown(e, key)) is not None]
-            if values:
-                metrics[f"judge/{key}"] = mean(values)
-            if (share := share_without_spread(batch, ("breakdown", key))) == share:  # NaN: no group to count
-                metrics[f"groups/no_spread_in_{key}"] = share  # e.g. groups only the self-reward R_Q tells apart
-        metrics["episodes/invalid_moves"] = sum(any(i.get("invalid_move") for i in e.infos.values())
-                                                for e in rollout.episodes)
-        metrics.update(trigger_counts(rollout.episodes, self.guard_names))
-        metrics.update(penalty_totals(rollout.episodes, self.roles))
-        metrics.update(outcome_rates(rollout.episodes))
-        values = [mean(rewards) for episodes in rollout.groups().values()
-                  if (rewards := [v for e in episodes if (v := episode_breakdown(e, "reward")) is not None])]
-        if values:
-            metrics["value/mean"], metrics["value/std_across_queries"] = mean(values), pstdev(values)
-        return metrics
-
     def _pad_id(self) -> int:
-        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        tokenizer = self.parts.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def save(self, iteration: int) -> Path:
-        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.tokenizer, self.optimizer,
+        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.parts.tokenizer, self.optimizer,
                                           yaml.safe_dump(asdict(self.config), sort_keys=False),
                                           extra={"algorithm": self.loss.algorithm_state()})
 
     def close(self) -> None:
-        for judge in self.judges.values():
-            if judge is not None and hasattr(judge, "close"):
-                judge.close()
-        self.policy.close()
-        self.reference.close()
-        if self.judge_policy is not None:
-            self.judge_policy.close()
+        self.parts.close()
 
 
 def _new_run_dir(config: TrainConfig) -> Path:

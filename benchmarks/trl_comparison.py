@@ -74,7 +74,7 @@ def ours(settings: Settings) -> tuple[list[float], str]:
             times.append(time.perf_counter() - start)
     finally:
         trainer.close()
-    return times[settings.warmup:], trainer.policy.name
+    return times[settings.warmup:], trainer.parts.policy.name
 
 
 def trl(settings: Settings) -> list[float]:

@@ -168,7 +168,7 @@ def _train(options, argv: list[str], console: Console) -> None:
         console.print(f"resuming {trainer.run_dir} after iteration {trainer.start_iteration}")
     else:
         trainer = _setup(lambda: Trainer(config))
-    engine = trainer.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else "")
+    engine = trainer.parts.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else "")
     console.print(f"run folder: [bold]{trainer.run_dir}[/]  (engine {engine}, "
                   f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
     try:

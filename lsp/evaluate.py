@@ -205,14 +205,14 @@ def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dic
 
     if config.suite:
         return _suite(config, folder, console)
-    from lsp_env import make_with_judges
+    from algorithms.assembly import make_game
 
     game = config.game or DEFAULT_VERIFIABLE_GAME
     if not verifiable.is_verifiable(game):
         raise ValueError(f"{game} has no verified solver reward; verifiable games: "
                          f"{', '.join(verifiable.verifiable_games())}")
     load = _loader(config, console)
-    make_env = lambda: make_with_judges(game, {}, {})  # noqa: E731  (no judges: only the verified reward counts)
+    make_env = lambda: make_game(game, {})  # noqa: E731  (no judges: only the verified reward counts)
     heldout_path = Path(config.heldout) if config.heldout else folder / "heldout.json"
     if heldout_path.exists():
         heldout = verifiable.HeldoutSet.load(heldout_path)
@@ -290,7 +290,7 @@ def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, s
     from evaluation import league, report, verifiable
 
     from agents.judges import build_judge
-    from lsp_env import make_with_judges
+    from algorithms.assembly import make_game
 
     if not config.run:
         raise ValueError("the league mode needs --run RUN_FOLDER")
@@ -303,7 +303,7 @@ def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, s
     judge_policy = None if judge_name in ("none", "") or judge_name.startswith("reward-model:") else load(
         config.judge_model or players[0].model)
     judge = build_judge(judge_name, judge_policy, mode=run_config.get("judge_mode", config.judge_mode))
-    make_env = lambda: make_with_judges(game, {"judge": judge}, game_args)  # noqa: E731
+    make_env = lambda: make_game(game, {"judge": judge}, game_args)  # noqa: E731
     with console.status(f"{len(players)} players, {config.matches} matches per pair ..."):
         matches = league.play_league(players, make_env, load, config.matches,
                                      SamplingParams(config.max_new_tokens, config.challenger_temperature),

@@ -37,22 +37,21 @@ def play(config: PlayConfig, console: Console | None = None):
 
     from agents.agent import LLMAgent
     from agents.hf import HFPolicy
-    from agents.judges import build_judge
     from agents.models import load_model
     from agents.policy import SamplingParams
+    from algorithms.assembly import build_judges, make_game
     from algorithms.collector import Collector
     from algorithms.run_log import rollout_markdown
-    from lsp_env import make_with_judges
 
     console = console or Console()
     torch.manual_seed(config.seed)
     with console.status(f"loading {config.model} ..."):
         policy = HFPolicy(*load_model(config.model, adapter=config.adapter))
-    judges = {"judge": build_judge(config.judge, policy, mode=config.judge_mode),
-              "quality_judge": build_judge(config.quality_judge, policy, mode=config.judge_mode)}
-    env = make_with_judges(config.game, judges)
+    judges = build_judges({"judge": config.judge, "quality_judge": config.quality_judge}, lambda: policy,
+                          mode=config.judge_mode)
+    env = make_game(config.game, judges)
     agent = LLMAgent(policy, params=SamplingParams(config.max_new_tokens, config.temperature))
-    collector = Collector(lambda: make_with_judges(config.game, judges), {r: agent for r in env.possible_agents},
+    collector = Collector(lambda: make_game(config.game, judges), {r: agent for r in env.possible_agents},
                           group_size=config.answers)
     with console.status("playing ..."):
         rollout = collector.collect(num_groups=1, seed=config.seed)

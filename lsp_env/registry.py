@@ -21,7 +21,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pettingzoo import AECEnv
@@ -32,11 +32,15 @@ _ID = re.compile(r"^(?P<name>[A-Za-z][\w.:-]*?)(?:-v(?P<version>\d+))?$")
 GameFactory = Callable[..., AECEnv]
 
 
-class UnknownGameError(KeyError):
-    """No game is registered under the id; the message suggests close matches."""
+class UnknownNameError(KeyError):
+    """Nothing is registered under the name; the message suggests close matches."""
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class UnknownGameError(UnknownNameError):
+    """No game is registered under the id."""
 
 
 @dataclass
@@ -59,12 +63,61 @@ class EnvSpec:
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:
             raise ValueError(f"Entry point {self.entry_point!r} of {self.id!r} must look like 'package.module:Class'.")
 
+    @classmethod
+    def from_plugin(cls, plugin: EntryPoint) -> EnvSpec:
+        """The spec of an installed package's game; it is imported now, for its description."""
+        game = plugin.load()
+        return cls(plugin.name, game, description=(getattr(game, "metadata", None) or {}).get("description", ""))
+
     def load(self) -> GameFactory:
         """The class or function that builds the game, importing it if needed."""
-        if not isinstance(self.entry_point, str):
-            return self.entry_point
-        module, _, attribute = self.entry_point.partition(":")
-        return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
+        return load_entry_point(self.entry_point)
+
+    def summary(self) -> str:
+        return self.description
+
+    def settings_class(self) -> type:
+        """The game's settings as a dataclass: its constructor's keyword arguments, with their types and defaults
+        (the registered `kwargs` first), judges and `render_mode` left out. A type the game's module only imports for type checkers is `Any`, so
+        that reading it imports nothing."""
+        import inspect
+        import sys
+        from dataclasses import make_dataclass
+
+        from lsp_env.contract import judge_arguments
+
+        factory = self.load()
+        skip = {"self", "render_mode", *judge_arguments(factory)}
+        namespace = vars(sys.modules[factory.__module__]) if factory.__module__ in sys.modules else {}
+        fields = []
+        for name, parameter in inspect.signature(factory).parameters.items():
+            if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            kind = parameter.annotation
+            if isinstance(kind, str):
+                try:
+                    kind = eval(kind, dict(namespace))  # noqa: S307 (the game's own annotation)
+                except Exception:  # noqa: BLE001 (a name imported only under TYPE_CHECKING)
+                    kind = Any
+            kind = Any if kind is inspect.Parameter.empty else kind
+            value = self.kwargs.get(name, parameter.default)  # the registered value, else the constructor's
+            fields.append((name, kind) if value is inspect.Parameter.empty
+                          else (name, kind, field(default_factory=lambda value=value: value)))
+        return make_dataclass(f"{getattr(factory, '__name__', 'Game')}Settings", fields, kw_only=True)
+
+    def check_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """Check `arguments` against the game's typed settings (`settings_class`) without building it: an unknown
+        name or a value of the wrong type is a `TypeError` listing the settings."""
+        from jsonargparse import ArgumentParser
+
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(self.settings_class(), fail_untyped=False)
+        try:
+            parser.parse_object(dict(arguments))
+        except Exception as error:  # jsonargparse's ArgumentError
+            settings = [action.dest for action in parser._actions if action.dest not in ("help", "config")]
+            message = " ".join(str(error).split())
+            raise TypeError(f"{self.id}: {message}; its settings: {', '.join(settings) or 'none'}") from None
 
     def make(self, **kwargs: Any) -> AECEnv:
         """Build the game; `kwargs` override the registered ones. An argument the game does not take is a
@@ -85,54 +138,68 @@ class EnvSpec:
         return env
 
 
-class Registry(Mapping[str, EnvSpec]):
-    """A read-only mapping id -> `EnvSpec`, plus `register`, `make` and plugin discovery."""
+def load_entry_point(entry_point: str | Any) -> Any:
+    """The object an entry point names ("package.module:Name"), imported; an object is returned as is."""
+    if not isinstance(entry_point, str):
+        return entry_point
+    module, _, attribute = entry_point.partition(":")
+    return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
 
-    def __init__(self, entry_point_group: str = ENTRY_POINT_GROUP):
+
+class Registry(Mapping[str, Any]):
+    """A read-only mapping id -> spec, plus `register`, `make` and plugin discovery.
+
+    The games' registry holds `EnvSpec`s; `algorithms.registry` is the same class over
+    `algorithms.registration.AlgorithmSpec`. A spec class takes (id, entry_point, ...) and has
+    `from_plugin`, `summary` and `make`."""
+
+    def __init__(self, entry_point_group: str = ENTRY_POINT_GROUP, spec: type = EnvSpec, kind: str = "game",
+                 listing: str = "lsp_env.games_table() or `lsp games`", unknown: type = UnknownGameError):
         self.entry_point_group = entry_point_group
-        self._specs: dict[str, EnvSpec] = {}
+        self.spec, self.kind, self.listing, self.unknown = spec, kind, listing, unknown
+        self._specs: dict[str, Any] = {}
         self._plugins_loaded = False
 
-    def register(
-        self,
-        id: str,
-        entry_point: str | GameFactory,
-        kwargs: Mapping[str, Any] | None = None,
-        description: str = "",
-    ) -> EnvSpec:
-        """Register a game; `entry_point` is "package.module:Class" or a class/function."""
-        if id in self._specs:
+    def register(self, id: str, entry_point: str | Callable, *args: Any, override: bool = False, **details: Any):
+        """Register under `id`; `entry_point` is "package.module:Class" (imported on first use) or the object.
+        The other arguments are the spec's (for a game: `kwargs`, `description`)."""
+        if id in self._specs and not override:
             raise ValueError(
-                f"Game {id!r} is already registered (entry point {self._specs[id].entry_point!r}). "
-                "Give the new game another id, or bump its version, e.g. 'Name-v1'."
+                f"{self.kind.capitalize()} {id!r} is already registered (entry point "
+                f"{self._specs[id].entry_point!r}). Give the new one another id"
+                + (", or bump its version, e.g. 'Name-v1'." if self.kind == "game" else ", or pass override=True.")
             )
-        spec = EnvSpec(id, entry_point, dict(kwargs or {}), description)
+        spec = self.spec(id, entry_point, *args, **details)
         self._specs[id] = spec
         return spec
 
-    def make(self, id: str, **kwargs: Any) -> AECEnv:
-        """Build the game registered as `id`; `kwargs` override the registered ones."""
-        return self[id].make(**kwargs)
+    def unregister(self, id: str) -> None:
+        """Remove `id` (e.g. a game a test or a notebook registered)."""
+        self[id]  # the usual error for an unknown id
+        del self._specs[id]
+
+    def make(self, id: str, *args: Any, **kwargs: Any):
+        """Build what is registered as `id`; for a game, `kwargs` override the registered ones."""
+        return self[id].make(*args, **kwargs)
 
     def table(self) -> list[tuple[str, str]]:
         """(id, description) rows, sorted by id."""
-        return [(spec.id, spec.description) for spec in sorted(self.values(), key=lambda spec: spec.id)]
+        return [(spec.id, spec.summary()) for spec in sorted(self.values(), key=lambda spec: spec.id)]
 
     def load_plugins(self) -> None:
-        """Register the games of installed packages (entry-point group
-        `entry_point_group`). Runs by itself on first use; call it again after
-        installing a package at run time. Plugins already registered are skipped."""
+        """Register the entries of installed packages (entry-point group `entry_point_group`). Runs by itself on
+        first use; call it again after installing a package at run time. Plugins already registered are skipped."""
         self._plugins_loaded = True
         for plugin in entry_points(group=self.entry_point_group):
             try:
-                game = plugin.load()
-                if plugin.name in self._specs and self._specs[plugin.name].entry_point is game:
+                spec = self.spec.from_plugin(plugin)
+                if plugin.name in self._specs and self._specs[plugin.name].entry_point in (plugin.value,
+                                                                                           spec.entry_point):
                     continue
-                metadata = getattr(game, "metadata", None) or {}
-                self.register(plugin.name, game, description=metadata.get("description", ""))
+                self.register(plugin.name, spec.entry_point, **_details(spec))
             except Exception as error:  # a broken plugin must not break the registry
                 warnings.warn(
-                    f"Skipping game plugin {plugin.name!r} ({plugin.value}): {type(error).__name__}: {error}",
+                    f"Skipping {self.kind} plugin {plugin.name!r} ({plugin.value}): {type(error).__name__}: {error}",
                     stacklevel=2,
                 )
 
@@ -140,10 +207,10 @@ class Registry(Mapping[str, EnvSpec]):
         if not self._plugins_loaded:
             self.load_plugins()
 
-    def __getitem__(self, id: str) -> EnvSpec:
+    def __getitem__(self, id: str):
         self._ensure_plugins()
         if id not in self._specs:
-            raise UnknownGameError(self._unknown_id_message(id))
+            raise self.unknown(self._unknown_id_message(id))
         return self._specs[id]
 
     def __contains__(self, id: object) -> bool:
@@ -159,16 +226,24 @@ class Registry(Mapping[str, EnvSpec]):
         return len(self._specs)
 
     def _unknown_id_message(self, id: str) -> str:
-        message = f"No game registered as {id!r}."
+        message = f"No {self.kind} registered as {id!r}."
         match = _ID.match(id)
         name = match["name"] if match else id
-        versions = sorted(spec.version for spec in self._specs.values() if spec.name == name and spec.version is not None)
+        versions = sorted(spec.version for spec in self._specs.values()
+                          if getattr(spec, "name", None) == name and getattr(spec, "version", None) is not None)
         if versions:
             message += f" {name!r} is registered in version(s): {', '.join(f'v{version}' for version in versions)}."
         close = difflib.get_close_matches(id, self._specs, n=3)
         if close:
             message += f" Did you mean: {', '.join(close)}?"
-        return message + " List the games with lsp_env.games_table() or `lsp games`."
+        return message + f" List them with {self.listing}."
+
+
+def _details(spec: Any) -> dict[str, Any]:
+    """The fields of a dataclass spec beyond its id and entry point, as `register` arguments."""
+    from dataclasses import fields
+
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.init and f.name not in ("id", "entry_point")}
 
 
 registry = Registry()

@@ -59,8 +59,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-ISOLATIONS = ("bwrap", "none-unsafe")
+Isolation = Literal["bwrap", "none-unsafe"]
+ISOLATIONS = get_args(Isolation)
 _MEMORY_ERROR_EXIT = 3
 _FIX = ("Enable unprivileged user namespaces (sysctl user.max_user_namespaces=10000 and, where they exist, "
         "kernel.unprivileged_userns_clone=1 and kernel.apparmor_restrict_unprivileged_userns=0), "
@@ -125,7 +127,7 @@ class SandboxLimits:
 
 
 def run_python(code: str, call: str | None = None, limits: SandboxLimits = SandboxLimits(),
-               isolation: str = "bwrap") -> SandboxResult:
+               isolation: Isolation = "bwrap") -> SandboxResult:
     """Run `code`, then evaluate the expression `call` (if given) in its namespace, in the sandbox."""
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation must be one of {ISOLATIONS}, not {isolation!r}")

@@ -61,12 +61,16 @@ def test_wrong_names_and_algorithm_settings_are_rejected_before_torch_loads(argv
     (["train", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1"),
     (["eval", "--mode", "nonsense"], "mode"),
     (["train", "--game", "NoSuchGame-v0"], "No game registered as 'NoSuchGame-v0'"),
-    (["train", "--algorithm", "lsp-zer"], "unknown algorithm 'lsp-zer'. Did you mean lsp-zero"),
+    (["train", "--algorithm", "lsp-zer"], "No algorithm registered as 'lsp-zer'. Did you mean: lsp-zero"),
     (["train", "--algorithm_args", "{no_such_key: 1}"], "no setting(s) ['no_such_key']"),
     (["train", "--algorithm_args", "{kl_estimator: k2}"], "kl_estimator must be one of k3, k1, exact; got 'k2'"),
     (["train", "--game", "TicTacToe-v0", "--game_args", "{no_such_key: 1}"], "no_such_key"),
-    (["train", "--game", "ConstrainedInstructions-v0", "--game_args", "{partial: true}"], "it takes: quality_judge, "
-     "min_constraints, max_constraints, partial_credit"),
+    (["train", "--game", "ConstrainedInstructions-v0", "--game_args", "{partial: true}"], "Option 'partial' is not "
+     "accepted; its settings: min_constraints, max_constraints, partial_credit"),
+    (["train", "--game", "ConstrainedInstructions-v0", "--game_args", "{min_constraints: two}"],
+     "Parser key \"min_constraints\": Expected a <class 'int'>. Got value: two"),
+    (["train", "--game", "CodeOutputSelfPlay-v0", "--algorithm", "lsp-zero", "--game_args", "{isolation: none}"],
+     "Expected a typing.Literal['bwrap', 'none-unsafe']. Got value: none"),
 ])
 def test_bad_settings_give_one_line_then_the_usage_hint(argv, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "lsp.cli", *argv, "--output", str(tmp_path / "out")],

@@ -32,5 +32,6 @@ def test_the_readme_game_and_algorithm_train_together(tiny_path, tmp_path):
         (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert 0 < record["reward/writer"] <= 0.5  # at least one word: 1 / (1 + words)
     finally:
-        lsp_env.registry._specs.pop("ShortAnswers-v0", None)
-        algorithms.registry.pop("mean-baseline", None)
+        for registry, name in ((lsp_env.registry, "ShortAnswers-v0"), (algorithms.registry, "mean-baseline")):
+            if name in registry:
+                registry.unregister(name)

@@ -69,7 +69,7 @@ import re
 import warnings
 
 from lsp_env.guards import GuardedGame
-from lsp_env.sandbox import ISOLATIONS, SandboxLimits, check_isolation, run_python
+from lsp_env.sandbox import ISOLATIONS, Isolation, SandboxLimits, check_isolation, run_python
 from lsp_env.text_game import InvalidMove
 
 CHALLENGER_PROMPT = (
@@ -126,7 +126,7 @@ def _literal(text: str):
     return (type(value), value)  # True != 1 and 1.0 != 1 here
 
 
-def run_program(program: str, arguments: str, limits: SandboxLimits, isolation: str = "bwrap") -> str:
+def run_program(program: str, arguments: str, limits: SandboxLimits, isolation: Isolation = "bwrap") -> str:
     """The `repr` of `f(arguments)`, run twice in the sandbox, or `InvalidMove` saying why there is none."""
     outputs = []
     for _ in range(2):
@@ -154,7 +154,7 @@ class CodeOutputSelfPlay(GuardedGame):
     branch_agent = "solver"
     default_guards = ()
 
-    def __init__(self, *, limits: SandboxLimits = SandboxLimits(), isolation: str = "bwrap",
+    def __init__(self, *, limits: SandboxLimits = SandboxLimits(), isolation: Isolation = "bwrap",
                  max_query_chars: int = 4096, max_answer_chars: int = 4096, guards=None,
                  invalid_move_penalty: float = -1.0, render_mode: str | None = None):
         if isolation not in ISOLATIONS:

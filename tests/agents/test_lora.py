@@ -123,7 +123,7 @@ def test_weight_sync_pushes_the_merged_adapter():
 def test_trainer_with_lora_trains_the_adapter_and_checkpoints_it_alone(tiny_path, tmp_path):
     config = tiny_config(tiny_path, tmp_path, lora_rank=4, lora_alpha=8.0, lr=1e-2)
     trainer = Trainer(config, judges=JUDGES)
-    assert trainer.reference_model is trainer.model
+    assert trainer.parts.reference_model is trainer.model
     base = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
     run_dir = trainer.train(progress=False)
     assert all(torch.equal(p, base[n]) for n, p in trainer.model.named_parameters() if "lora_" not in n)

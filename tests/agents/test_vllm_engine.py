@@ -147,7 +147,7 @@ def test_trainer_runs_unchanged_on_the_vllm_engine(engine, tmp_path, restore_wei
     for record in records:
         assert record["sync/max_logprob_gap"] < 1e-3
         assert 0 < record["time/sync"] < record["time/iteration"]
-    trainer.reference.close()
+    trainer.parts.reference.close()
 
 
 def test_weight_sync_of_a_lora_model_is_verified(engine, hf):
@@ -189,9 +189,9 @@ def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf,
                          grad_accumulation=2, max_new_tokens=8, iterations=1, lr=1e-2, output=str(tmp_path))
     trainer = Trainer(config, policy=engine)
     try:
-        judge = trainer.judges["quality_judge"]
+        judge = trainer.parts.judges["quality_judge"]
         assert isinstance(judge, SelfJudge) and isinstance(judge.policy, VLLMPolicy)
-        assert judge.policy is trainer.judge_policy is not engine
+        assert judge.policy is trainer.parts.judge_policy is not engine
         record, _ = trainer.iteration(1)
         assert record["judge/quality"] > 0
         expected = [j.score for j in build_judge("rubric", hf).judge_batch(PAIRS)]
@@ -199,5 +199,5 @@ def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf,
         trained = [j.score for j in build_judge("rubric", engine).judge_batch(PAIRS)]
         assert trained != pytest.approx(expected, abs=1e-3)  # the policy engine serves the trained weights
     finally:
-        trainer.reference.close()
-        trainer.judge_policy.close()
+        trainer.parts.reference.close()
+        trainer.parts.judge_policy.close()

@@ -2,21 +2,16 @@
 step over micro-batches, zero-sum, and lsp without a quality judge refused before any model loads."""
 import copy
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import algorithms
 from agents.judges import FunctionJudge, RewardModelJudge, SelfJudge
-from agents.logprobs import token_log_probs
 from agents.models import tiny_model
-from agents.policy import Completion
-from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
-from algorithms.batch import make_batch, rollout_rows
-from algorithms.collector import Episode, Rollout, Turn
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
+from algorithms.update import optimizer_step
 
 PAPER = Path(__file__).parents[2] / "recipes" / "paper.yaml"
 
@@ -54,11 +49,11 @@ def test_the_preset_trains_an_iteration_with_tiny_models(tiny_path, reward_model
                                    judge_max_new_tokens=6, output=str(tmp_path))
     trainer = Trainer(config)
     try:
-        assert isinstance(trainer.judges["judge"], RewardModelJudge)
-        quality = trainer.judges["quality_judge"]
+        assert isinstance(trainer.parts.judges["judge"], RewardModelJudge)
+        quality = trainer.parts.judges["quality_judge"]
         assert isinstance(quality, SelfJudge) and quality.mode == "generate" and "Sum:" in quality.prompt
         assert trainer.loss.config.aggregation == "sequence_sum" and trainer.optimizer.param_groups[0]["lr"] == 3e-6
-        assert trainer.reference_model is not trainer.model  # full fine-tuning: a frozen copy
+        assert trainer.parts.reference_model is not trainer.model  # full fine-tuning: a frozen copy
         metrics, _ = trainer.iteration(1)
     finally:
         trainer.close()
@@ -67,38 +62,18 @@ def test_the_preset_trains_an_iteration_with_tiny_models(tiny_path, reward_model
     assert {"penalty/challenger", "penalty/solver", "loss/kl", "loss/objective"} <= set(metrics)
 
 
-def rollout(groups: int) -> Rollout:
-    """`groups` queries x 3 answers of unequal lengths, with varied rewards."""
-    episodes = []
-    for i in range(groups):
-        query = Turn("challenger", "p", "q", Completion("q", [1, 2, 3], [10 + i] * (2 + i % 3), [-1.0] * (2 + i % 3)),
-                     branch=False)
-        for j in range(3):
-            length = 1 + (i + j) % 4
-            answer = Turn("solver", "q", "a", Completion("a", [1, 2, 3], [20 + j] * length, [-1.0] * length), True)
-            reward = float((i * 7 + j * 3) % 5) / 4
-            episodes.append(Episode(i, [query, answer], {"challenger": -reward, "solver": reward}, branched=True))
-    return Rollout(episodes, {})
-
-
 @pytest.mark.parametrize("aggregation", ["sequence_sum", "prompt_mean", "token_mean"])
-def test_batch_4_with_accumulation_2_is_the_update_of_batch_8(aggregation):
+def test_batch_4_with_accumulation_2_is_the_update_of_batch_8(aggregation, eight_groups):
     """The trainer's own optimizer step (SGD, lr 1), beta 0.05: 4 groups x 2 micro-batches == 8 groups x 1."""
-    model, tokenizer = tiny_model(seed=0)
-    batch = make_batch(rollout_rows(rollout(8)), ["challenger", "solver"], tokenizer.pad_token_id)
-    with torch.no_grad():
-        batch.set(REF_LOG_PROBS, token_log_probs(tiny_model(seed=1)[0], batch.get(TOKENS), batch.get(ATTENTION_MASK),
-                                                 batch.get(RESPONSE_MASK)))
+    model, batch = eight_groups
 
     def step(batch_size):
-        trainer = Trainer.__new__(Trainer)
-        trainer.model = copy.deepcopy(model)
-        trainer.config = SimpleNamespace(micro_batches=lambda: (batch_size, None), max_grad_norm=1e9, autocast=False)
-        trainer.loss = algorithms.make("lsp-zero", trainer.model, beta=0.05, aggregation=aggregation)
-        trainer.loss.compute_advantages(batch)
-        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1.0)
-        losses = trainer._optimizer_step(batch.clone())
-        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()]), losses
+        trained = copy.deepcopy(model)
+        loss = algorithms.make("lsp-zero", trained, beta=0.05, aggregation=aggregation)
+        loss.compute_advantages(batch)
+        losses = optimizer_step(trained, loss, torch.optim.SGD(trained.parameters(), lr=1.0), batch.clone(),
+                                groups_per_micro_batch=batch_size, max_grad_norm=1e9)
+        return torch.cat([p.detach().flatten() for p in trained.parameters()]), losses
 
     (split, split_losses), (whole, whole_losses) = step(4), step(8)
     before = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -113,7 +88,7 @@ def test_lsp_zero_can_keep_the_game_zero_sum(tiny_path, tmp_path):
                          eval_suite=None, output=str(tmp_path), autocast=False)
     trainer = Trainer(config, judges={"judge": FunctionJudge(lambda query, answer: 0.0)})
     try:
-        assert trainer._make_env().zero_sum
+        assert trainer.parts.make_env().zero_sum
     finally:
         trainer.close()
 

@@ -44,18 +44,18 @@ def test_entry_point_algorithm_is_discovered(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-algos\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[lsp.algorithms]\nhalf = my_algos:HalfChallenger\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(algorithm_registry, "_plugins_loaded", False)
-    monkeypatch.setattr(algorithm_registry, "registry", dict(algorithm_registry.registry))
+    registry = algorithm_registry.Registry(algorithm_registry.ENTRY_POINT_GROUP, algorithm_registry.AlgorithmSpec,
+                                           kind="algorithm")
+    monkeypatch.setattr(algorithm_registry, "registry", registry)
     assert algorithm_registry.resolve("half").__name__ == "HalfChallenger"
+    assert dict(algorithms.available())["half"] == "LSP-Zero with half the challenger weight."
     sys.modules.pop("my_algos", None)
 
 
-def test_settings_classes_come_from_the_registration_or_from_the_class(monkeypatch):
+def test_settings_classes_come_from_the_registration_or_from_the_class():
     from algorithms.configs import GRPOConfig, LSPZeroConfig
     from algorithms.lsp_zero import LSPZero
 
-    for table in ("registry", "descriptions", "configs"):
-        monkeypatch.setattr(algorithm_registry, table, dict(getattr(algorithm_registry, table)))
     assert algorithms.config_class("grpo") is GRPOConfig and algorithms.config_class("lsp-zero") is LSPZeroConfig
 
     class Mine(LSPZero):
@@ -63,7 +63,27 @@ def test_settings_classes_come_from_the_registration_or_from_the_class(monkeypat
 
     algorithms.register("mine", Mine)
     algorithms.register("broken", "no_such_module:Loss", config="algorithms.configs:GRPOConfig")
-    assert algorithms.config_class("mine") is LSPZeroConfig  # its class's Config
-    assert algorithms.config_class("broken") is GRPOConfig  # read without importing the algorithm
-    with pytest.raises(ImportError, match="no_such_module"):
-        algorithms.resolve("broken")
+    try:
+        assert algorithms.config_class("mine") is LSPZeroConfig  # its class's Config
+        assert algorithms.config_class("broken") is GRPOConfig  # read without importing the algorithm
+        with pytest.raises(ImportError, match="no_such_module"):
+            algorithms.resolve("broken")
+        with pytest.warns(UserWarning, match="'broken' points to 'no_such_module:Loss'"):
+            listed = dict(algorithms.available())
+        assert listed["mine"] == "No settings of its own." and listed["broken"] == "(cannot be loaded)"
+    finally:
+        algorithms.registry.unregister("mine")
+        algorithms.registry.unregister("broken")
+
+
+def test_algorithms_and_games_share_one_registry_class():
+    import lsp_env
+
+    assert type(algorithms.registry) is type(lsp_env.registry)
+    with pytest.raises(algorithm_registry.UnknownAlgorithmError, match="Did you mean: lsp-zero") as error:
+        algorithms.registry["lsp-zer"]
+    assert isinstance(error.value, KeyError)
+    algorithms.register("lsp", "somewhere:Else", override=True)  # replaces, then back
+    algorithms.register("lsp", "algorithms.lsp:LSP", config="algorithms.configs:AlgorithmConfig", override=True,
+                        description="Language Self-Play with quality self-reward.")
+    assert algorithms.resolve("lsp").__name__ == "LSP"

@@ -96,7 +96,7 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path):
         Trainer.resume(tmp_path, judges=JUDGES)
 
 
-def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_path, monkeypatch):
+def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_path):
     from algorithms.lsp_zero import LSPZero
 
     class SolverOnly(LSPZero):
@@ -107,11 +107,14 @@ def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_pat
             batch.set("row_weight", batch.get("row_weight") * batch.get("branch").float())
             return batch
 
-    monkeypatch.setitem(algorithms.registry, "solver-only", SolverOnly)
-    trainer = Trainer(tiny_config(tiny_path, tmp_path, algorithm="solver-only", iterations=1), judges=JUDGES)
-    before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.train(progress=False)
-    trainer.close()
+    algorithms.register("solver-only", SolverOnly)
+    try:
+        trainer = Trainer(tiny_config(tiny_path, tmp_path, algorithm="solver-only", iterations=1), judges=JUDGES)
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer.train(progress=False)
+        trainer.close()
+    finally:
+        algorithms.registry.unregister("solver-only")
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
 
@@ -163,8 +166,24 @@ def test_only_the_judges_the_game_takes_are_built_on_the_reference(tiny_path, tm
                          quality_judge="rubric", judge="helpfulness")
     trainer = Trainer(config)
     try:
-        assert sorted(trainer.judges) == judges
-        assert all(judge.policy is trainer.reference for judge in trainer.judges.values())
-        assert trainer.judge_policy is None
+        assert sorted(trainer.parts.judges) == judges
+        assert all(judge.policy is trainer.parts.reference for judge in trainer.parts.judges.values())
+        assert trainer.parts.judge_policy is None
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_gradient_checkpointing_gives_the_same_update(tiny_path, tmp_path, lora_rank):
+    before, after = [], []
+    for checkpointing in (False, True):
+        trainer = Trainer(tiny_config(tiny_path, tmp_path / str(checkpointing), iterations=1, lora_rank=lora_rank,
+                                      gradient_checkpointing=checkpointing), judges=JUDGES)
+        assert trainer.model.is_gradient_checkpointing is checkpointing
+        before.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+        trainer.train(progress=False)
+        trainer.close()
+        after.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+    assert all(torch.equal(a, b) for a, b in zip(*before))
+    assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0]))  # the step moved the weights
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*after))

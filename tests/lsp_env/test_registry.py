@@ -157,3 +157,17 @@ def test_plugins_load_once_on_first_read(plugin_dirs, monkeypatch):
         env = registry.make("Parrot-v0")
     assert isinstance(env, lsp_env.TextGame)
     assert dict(registry.table()) == {"Parrot-v0": "Say anything."}
+
+
+def test_settings_are_the_games_typed_keyword_arguments():
+    spec = lsp_env.registry["ConstrainedInstructions-v1"]
+    settings = spec.settings_class()()
+    assert settings.topics and settings.partial_credit and settings.max_constraints == 3  # v1's registered kwargs
+    assert not hasattr(settings, "quality_judge") and not hasattr(settings, "render_mode")
+    spec.check_arguments({"min_constraints": 2, "topics": False})
+    with pytest.raises(TypeError, match=r"Expected a <class 'int'>. Got value: two; its settings: min_constraints"):
+        spec.check_arguments({"min_constraints": "two"})
+    with pytest.raises(TypeError, match="Option 'partial' is not accepted; its settings: .*partial_credit"):
+        spec.check_arguments({"partial": True})
+    with pytest.raises(TypeError, match=r"Literal\['bwrap', 'none-unsafe'\]"):
+        lsp_env.registry["CodeOutputSelfPlay-v0"].check_arguments({"isolation": "off"})

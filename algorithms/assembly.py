@@ -1,0 +1,164 @@
+"""Assembly: `build_run` turns a `TrainConfig` into the parts of a run.
+
+    parts = build_run(config)        # models, engine, judges, game factory, players, loss
+    env = parts.make_env()           # a fresh game with the run's judges
+    parts.close()
+
+`Trainer` adds the optimizer, the weight sync and the collector; `lsp play` and
+the benchmarks build their judges and games with the same functions.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+import lsp_env
+from agents import LLMAgent, SamplingParams
+from agents.agent import PromptAgent
+from agents.engines import make_policy
+from agents.hf import HFPolicy
+from agents.judges import RUBRICS, build_judge
+from agents.lora import add_lora
+from agents.models import load_model, resolve_model
+from agents.policy import Policy
+from algorithms import registration
+from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
+from lsp_env.contract import branch_agent, judge_arguments
+
+
+@dataclass
+class RunParts:
+    """Everything a run is built from."""
+
+    config: TrainConfig
+    algorithm_class: type
+    algorithm_config: Any
+    model: torch.nn.Module
+    """The trained model (a PEFT model with LoRA)."""
+    tokenizer: Any
+    reference_model: torch.nn.Module
+    """With LoRA the model itself, used with the adapter off (`agents.lora.base_weights`); else a frozen copy."""
+    policy: Policy
+    """The engine that samples both roles."""
+    reference: HFPolicy
+    """The reference model behind the `Policy` interface."""
+    sampling: SamplingParams
+    loss: torch.nn.Module
+    judges: dict
+    """{"judge": ..., "quality_judge": ...}: the judges the game takes."""
+    judge_policy: Policy | None = None
+    """A frozen vLLM engine of the base weights for the self-judges (`judge_engine: vllm`)."""
+
+    def make_env(self):
+        """A fresh game with the run's judges."""
+        return make_game(self.config.game, self.judges, self.config.game_args,
+                         zero_sum=getattr(self.algorithm_config, "zero_sum", False))
+
+    def players(self) -> dict:
+        """The agent of each role: the shared policy, or the prompt file for data-driven algorithms (grpo)."""
+        env = self.make_env()
+        players = {}
+        for role in env.possible_agents:
+            if self.algorithm_class.needs_prompts and role != branch_agent(env):
+                players[role] = PromptAgent(self.config.prompts or SAMPLE_PROMPTS, seed=self.config.seed)
+            else:
+                players[role] = LLMAgent(self.policy, params=self.sampling)
+        env.close()
+        return players
+
+    def close(self) -> None:
+        for judge in self.judges.values():
+            if judge is not None and hasattr(judge, "close"):
+                judge.close()
+        for engine in (self.policy, self.reference, self.judge_policy):
+            if engine is not None:
+                engine.close()
+
+
+def make_game(game: str, judges: Mapping[str, Any], game_args: Mapping[str, Any] | None = None,
+              zero_sum: bool = False):
+    """`lsp_env.make(game)` with the judges the game takes; `zero_sum` credits each role's penalties to the other
+    (`TextGame`)."""
+    env = lsp_env.make_with_judges(game, judges, game_args)
+    if zero_sum:
+        env.zero_sum = True
+    return env
+
+
+def build_judges(names: Mapping[str, str | None], policy_factory, max_new_tokens: int = 128,
+                 mode: str = "expected") -> dict:
+    """{role: judge} for the named judges ("none" or None: no judge). `policy_factory()` gives the engine of the
+    self-judges (the rubric judges); it is called only when one of them is asked for."""
+    names = {role: name for role, name in names.items() if name not in (None, "", "none")}
+    policy = policy_factory() if any(name in RUBRICS for name in names.values()) else None
+    return {role: build_judge(name, policy, max_new_tokens, mode) for role, name in names.items()}
+
+
+def check_run(config: TrainConfig, judges_given: bool = False) -> tuple[TrainConfig, type, Any]:
+    """The checks that load no model: settings (`check_settings`), and that the algorithm gets what it needs from
+    the game. Returns the config with its default lr filled in, the algorithm class and its settings."""
+    settings = check_settings(config)
+    algorithm = registration.resolve(config.algorithm)
+    if config.lr is None:  # the paper's lr for full fine-tuning, the recipe's for LoRA
+        config = replace(config, lr=algorithm.recommended_lr(bool(config.lora_rank)))
+    if algorithm.self_reward and "quality_judge" not in judge_arguments(lsp_env.registry[config.game].load()):
+        raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
+                         f"takes no quality_judge; use lsp-zero, or a game with one (LanguageSelfPlay-v0, "
+                         f"ConstrainedInstructions-v0)")
+    if algorithm.self_reward and not judges_given and config.quality_judge in (None, "", "none"):
+        raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but quality_judge is "
+                         f"{config.quality_judge!r}; name one (paper-rubric, rubric) or use lsp-zero")
+    return config, algorithm, settings
+
+
+def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | None = None) -> RunParts:
+    """Check `config` (before any model loads), then build every part of its run. `judges` replaces the judges
+    named in the config; `policy` replaces its engine (it must serve `config.model`)."""
+    config, algorithm_class, algorithm_config = check_run(config, judges_given=judges is not None)
+    torch.manual_seed(config.seed)
+    dtype = getattr(torch, config.dtype)
+    model_path = resolve_model(config.model)
+    model, tokenizer = load_model(model_path, dtype=dtype, device=config.device)
+    if config.gradient_checkpointing:  # active in train mode only, so sampling on the model keeps its KV cache
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora_rank:
+        model = add_lora(model, config.lora_rank, config.lora_alpha, config.lora_target_modules, config.model)
+        reference_model = model
+    else:
+        reference_model = load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
+    if policy is None:
+        policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
+                             device=config.device, seed=config.seed, server_url=config.server_url,
+                             server_timeout_s=config.server_timeout_s)
+    shares_model = config.lora_rank and isinstance(policy, HFPolicy) and policy.model is model
+    reference = HFPolicy(reference_model, tokenizer, base_only=bool(config.lora_rank),
+                         lock=policy._lock if shares_model else None,  # one model: adapter on for one, off for the other
+                         autocast=torch.bfloat16 if config.autocast else None)
+    sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
+    loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model)
+    parts = RunParts(config, algorithm_class, algorithm_config, model, tokenizer, reference_model, policy, reference,
+                     sampling, loss, judges={})
+    parts.judges = _self_judges(parts) if judges is None else judges
+    return parts
+
+
+def _self_judges(parts: RunParts) -> dict:
+    """The judges the game takes, scoring with the base weights: the reference model, or a frozen vLLM engine
+    (`TrainConfig.judge_engine`)."""
+    config = parts.config
+    takes = judge_arguments(lsp_env.registry[config.game].load())
+    names = {"judge": config.judge, "quality_judge": config.quality_judge if parts.algorithm_class.self_reward else None}
+
+    def engine() -> Policy:
+        if config.judge_engine == "hf":
+            return parts.reference
+        parts.judge_policy = make_policy("vllm", None, parts.tokenizer, model_path=resolve_model(config.model),
+                                         dtype=config.engine_dtype_name(), device=config.device, seed=config.seed,
+                                         kv_cache_gib=0.5)
+        return parts.judge_policy
+
+    return build_judges({role: name for role, name in names.items() if role in takes}, engine,
+                        config.judge_max_new_tokens, config.judge_mode)
