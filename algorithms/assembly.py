@@ -135,7 +135,7 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
                              server_timeout_s=config.server_timeout_s)
     shares_model = config.lora_rank and isinstance(policy, HFPolicy) and policy.model is model
     reference = HFPolicy(reference_model, tokenizer, base_only=bool(config.lora_rank),
-                         lock=policy._lock if shares_model else None,  # one model: adapter on for one, off for the other
+                         lock=policy._lock if shares_model else None,  # one model: adapter on, then off
                          autocast=torch.bfloat16 if config.autocast else None)
     sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
     loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model)
@@ -150,7 +150,8 @@ def _self_judges(parts: RunParts) -> dict:
     (`TrainConfig.judge_engine`)."""
     config = parts.config
     takes = judge_arguments(lsp_env.registry[config.game].load())
-    names = {"judge": config.judge, "quality_judge": config.quality_judge if parts.algorithm_class.self_reward else None}
+    names = {"judge": config.judge,
+             "quality_judge": config.quality_judge if parts.algorithm_class.self_reward else None}
 
     def engine() -> Policy:
         if config.judge_engine == "hf":

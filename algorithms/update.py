@@ -48,7 +48,7 @@ def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: tor
                  else float(torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)))
     optimizer.step()
     model.eval()
-    return {f"loss/{term}": float(value) for term, value in zip(LOSS_TERMS, totals)} | {"loss/grad_norm": float(grad_norm)}
+    return {f"loss/{term}": float(value) for term, value in zip(LOSS_TERMS, totals)} | {"loss/grad_norm": grad_norm}
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:

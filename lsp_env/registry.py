@@ -78,8 +78,8 @@ class EnvSpec:
 
     def settings_class(self) -> type:
         """The game's settings as a dataclass: its constructor's keyword arguments, with their types and defaults
-        (the registered `kwargs` first), judges and `render_mode` left out. A type the game's module only imports for type checkers is `Any`, so
-        that reading it imports nothing."""
+        (the registered `kwargs` first), judges and `render_mode` left out. A type the game's module only imports
+        for type checkers is `Any`, so that reading it imports nothing."""
         import inspect
         import sys
         from dataclasses import make_dataclass
