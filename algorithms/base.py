@@ -7,7 +7,10 @@ effective-sample-size diagnostic, KL hook). It differs where the paper does:
   batch, so the ratio is 1 and there is nothing to clip. pi is computed by the
   trainer's Hugging Face model, chosen-token log-probabilities only, under the
   distribution the rollouts were sampled from (`sampling`: temperature, min-p
-  and top-p, `agents.logprobs`).
+  and top-p, `agents.logprobs`). With `clip_epsilon` set, the ratio is
+  pi / pi_sampler (the engine's log-probs of the samples) with PPO's clip, as
+  GRPOLoss has it: for samples drawn with the weights of a step before
+  (`lsp train --overlap`).
 - Every loss term is a mean over rows of a per-row sum over the response's
   tokens times a per-row factor set by `aggregation`:
 
@@ -102,7 +105,8 @@ class SelfPlayLoss(GRPOLoss):
         `reference_network`: pi_ref, for `kl_estimator="exact"` (with LoRA, the actor: its base weights are used)."""
         config = config or self.Config.from_kwargs(**settings)
         super().__init__(actor_network, entropy_bonus=False, aggregation=config.aggregation,
-                         kl_to_ref_coeff=config.beta or None, masking_strategy="sft")
+                         kl_to_ref_coeff=config.beta or None, masking_strategy="sft",
+                         clip_epsilon=config.clip_epsilon or 0.2)
         self.config = config
         self.sampling = sampling
         if config.kl_estimator == "exact" and config.beta:
@@ -169,12 +173,18 @@ class SelfPlayLoss(GRPOLoss):
         current = torch.where(mask, current, torch.zeros_like(current))
         sampler = torch.where(mask, tensordict.get(SAMPLER_LOG_PROBS), torch.zeros_like(current))
         tensordict.set("_cur_log_prob", current)
-        log_weight = (current - current.detach()).unsqueeze(-1)  # pi / stopgrad(pi)
+        if self.config.clip_epsilon is None:
+            log_weight = (current - current.detach()).unsqueeze(-1)  # pi / stopgrad(pi)
+        else:
+            log_weight = (current - sampler).unsqueeze(-1)  # pi / pi_sampler: the samples may be a step old
         sampler_gap = (sampler - current).detach().unsqueeze(-1)  # engine vs trainer, for logging
         return log_weight, None, sampler_gap, mask
 
     def _compute_policy_objective(self, log_weight: torch.Tensor, advantage: torch.Tensor):
-        """-ratio * A per token; no clipping, since the ratio of one on-policy step is 1."""
+        """-ratio * A per token, without clipping for one on-policy step (the ratio is 1); else GRPOLoss's clipped
+        objective, and the share of tokens clipped."""
+        if self.config.clip_epsilon is not None:
+            return super()._compute_policy_objective(log_weight, advantage)
         return -log_weight.exp() * advantage, torch.zeros((), device=advantage.device)
 
     def _aggregate_loss_value(self, value: torch.Tensor, mask: torch.Tensor, tensordict=None) -> torch.Tensor:

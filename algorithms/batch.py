@@ -23,6 +23,8 @@ class Row:
     reward: float
     completion: Completion
     breakdown: dict[str, float]
+    reference: list[float] | None = None
+    """The reference model's log-probs of the completion's tokens, where a rollout worker computed them."""
 
 
 def rollout_rows(rollout: Rollout) -> list[Row]:
@@ -68,12 +70,15 @@ def make_batch(rows: list[Row], roles: list[str], pad_token_id: int) -> TensorDi
                                            [r.completion.token_ids for r in rows], pad_token_id)
     sampler = torch.zeros(tokens.shape)
     sampler[response] = torch.tensor([lp for r in rows for lp in r.completion.logprobs], dtype=sampler.dtype)
+    reference = torch.zeros(tokens.shape)
+    if all(r.reference is not None for r in rows):
+        reference[response] = torch.tensor([lp for r in rows for lp in r.reference], dtype=reference.dtype)
     return TensorDict({
         TOKENS: tokens,
         ATTENTION_MASK: attention,
         RESPONSE_MASK: response,
         SAMPLER_LOG_PROBS: sampler,
-        REF_LOG_PROBS: torch.zeros(tokens.shape),
+        REF_LOG_PROBS: reference,
         ROLE_KEY: torch.tensor([roles.index(r.role) for r in rows]),
         GROUP_KEY: torch.tensor([r.group for r in rows]),
         BRANCH_KEY: torch.tensor([r.branch for r in rows]),

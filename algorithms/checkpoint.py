@@ -56,9 +56,10 @@ def set_rng_state(state: dict) -> None:
     random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
 
 
-def save_checkpoint(run_dir: Path, iteration: int, model, tokenizer, optimizer, config_yaml: str,
-                    extra: dict | None = None) -> Path:
-    """Write checkpoint `iteration` atomically, its manifest last, and point `latest` at it."""
+def save_checkpoint(run_dir: Path, iteration: int, model, tokenizer, optimizer_state: dict, config_yaml: str,
+                    extra: dict | None = None, state_dict: dict | None = None) -> Path:
+    """Write checkpoint `iteration` atomically, its manifest last, and point `latest` at it. `optimizer_state` is
+    `optimizer.state_dict()`; `state_dict` replaces the model's own (the gathered weights of a sharded model)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:06d}"
@@ -66,9 +67,9 @@ def save_checkpoint(run_dir: Path, iteration: int, model, tokenizer, optimizer, 
     shutil.rmtree(staging, ignore_errors=True)
     # A LoRA adapter never changes the embeddings, so PEFT need not look the base model up to check that.
     adapter_only = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
-    model.save_pretrained(staging / "model", **adapter_only)
+    model.save_pretrained(staging / "model", **adapter_only, **({"state_dict": state_dict} if state_dict else {}))
     tokenizer.save_pretrained(staging / "model")
-    torch.save({"iteration": iteration, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+    torch.save({"iteration": iteration, "optimizer": optimizer_state, "rng": rng_state(),
                 "extra": extra or {}}, staging / "trainer.pt")
     (staging / "config.yaml").write_text(config_yaml)
     write_manifest(staging)

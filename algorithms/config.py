@@ -14,6 +14,31 @@ SAMPLE_PROMPTS = str(Path(__file__).parent / "data" / "sample_prompts.jsonl")
 
 
 @dataclass
+class ClusterConfig:
+    """Where a run's processes go. The default (no address) is one process on this machine; with an address the
+    run is spread over a Ray cluster (`algorithms.cluster`): rollout workers sample and judge, trainer processes
+    share the optimizer step with FSDP2."""
+
+    address: str | None = None
+    """None: one process. "local": start a Ray cluster on this machine; "auto": join the one `ray start` runs here;
+    or a head node's address (host:port, ray://host:port)."""
+    rollout_workers: int = 1
+    """Ray actors that each hold an engine, the game and the judges, and play a share of each iteration's groups."""
+    trainer_processes: int = 1
+    """Ray actors that form one torch process group (gloo on CPU, NCCL on GPU) and share each optimizer step."""
+    gpus_per_worker: float = 0.0
+    """GPUs Ray gives each rollout worker and each trainer process (0 on CPU; a fraction packs several on one GPU)."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each rollout worker and each trainer process."""
+
+    def __post_init__(self):
+        if self.rollout_workers < 1 or self.trainer_processes < 1:
+            raise ValueError("cluster.rollout_workers and cluster.trainer_processes must be at least 1")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise ValueError("cluster.gpus_per_worker must be >= 0 and cluster.cpus_per_worker > 0")
+
+
+@dataclass
 class TrainConfig:
     """Language Self-Play training settings.
 
@@ -92,6 +117,11 @@ class TrainConfig:
     """Micro-batches per optimizer step (default: num_queries / batch_size, so one step per iteration)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
+    overlap: bool = False
+    """Sample iteration k+1 while training on k (one-step off-policy, as PipelineRL and prime-rl do): the samples
+    come from the weights before the last step, so the loss weighs them by pi / pi_sampler, clipped at
+    `algorithm_args.clip_epsilon` (0.2 unless given). Needs an engine with its own copy of the weights (vllm,
+    openai). Off by default: on a 2-core CPU both phases share the cores (benchmarks/RESULTS.md)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them: less memory for the
     training step, at the cost of a second forward (transformers' `gradient_checkpointing_enable`)."""
@@ -128,8 +158,12 @@ class TrainConfig:
     """Checkpoint every k iterations (and always at the end)."""
     transcript_every: int = 1
     """Write sample transcripts every k iterations."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Spread the run over a Ray cluster (`--cluster.address local`); by default everything runs in this process."""
 
     def __post_init__(self):
+        if isinstance(self.cluster, dict):  # from YAML
+            self.cluster = ClusterConfig(**self.cluster)
         if self.num_queries < 1:
             raise ValueError("num_queries must be at least 1")
         batch_size, grad_accumulation = self.micro_batches()
@@ -150,6 +184,18 @@ class TrainConfig:
             raise ValueError("dtype and engine_dtype must be float32 or bfloat16")
         if self.judge_engine not in ("hf", "vllm"):
             raise ValueError(f"judge_engine must be hf or vllm, got {self.judge_engine!r}")
+        if self.cluster.address and self.num_queries % self.cluster.rollout_workers:
+            raise ValueError(f"num_queries ({self.num_queries}) must be a multiple of cluster.rollout_workers "
+                             f"({self.cluster.rollout_workers}): each worker plays the same number of groups")
+        if self.cluster.address and self.num_queries % self.cluster.trainer_processes:
+            raise ValueError(f"num_queries ({self.num_queries}) must be a multiple of cluster.trainer_processes "
+                             f"({self.cluster.trainer_processes}): each process trains on the same number of groups")
+
+    def sampling(self):
+        """The sampling settings of both roles."""
+        from agents import SamplingParams
+
+        return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.min_p)
 
     def engine_dtype_name(self) -> str:
         """The vllm engines' dtype: `engine_dtype`, else bfloat16 under autocast, else `dtype`."""

@@ -25,6 +25,8 @@ class AlgorithmConfig:
     normalize_advantages: bool = False  # divide by the std of the comparison set
     aggregation: Aggregation = "sequence_sum"  # sequence_sum (paper), prompt_mean or token_mean
     kl_estimator: KLEstimator = "k3"  # k3 (GRPO's), k1, or exact (full vocabulary)
+    clip_epsilon: float | None = None  # None: one on-policy step (ratio pi / stopgrad(pi)); a number: PPO's clipped
+    # ratio pi / pi_sampler, for samples drawn with older weights (`lsp train --overlap`)
 
     def __post_init__(self):
         for name, kind in get_type_hints(type(self)).items():
@@ -32,6 +34,8 @@ class AlgorithmConfig:
                 raise ValueError(f"{name} must be one of {', '.join(get_args(kind))}; got {getattr(self, name)!r}")
         if self.beta < 0:
             raise ValueError("beta must be >= 0")
+        if self.clip_epsilon is not None and not 0 < self.clip_epsilon < 1:
+            raise ValueError("clip_epsilon must be between 0 and 1 (or None: on-policy, no clipping)")
 
     @classmethod
     def from_kwargs(cls, **kwargs):

@@ -57,7 +57,8 @@ def broadcast(value: Any, source: int = 0) -> Any:
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded weights, on CPU, as a plain state dict (every process must call it; all get them)."""
+    """The unsharded weights, on CPU, as a plain state dict: every process must call it, rank 0 gets them (the
+    others an empty dict)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,

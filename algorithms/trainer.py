@@ -2,11 +2,15 @@
 
 Each iteration: collect -> reference log-probs -> advantages -> loss ->
 one optimizer step (AdamW, gradient clipping) -> push the new weights to the
-engine and verify them (`agents.sync`) -> log -> checkpoint.
+engine and verify them (`agents.sync`) -> log -> checkpoint. With `overlap`, the
+next iteration's collection runs in a thread during this one's reference and
+training phases, and the engine takes the new weights once it has finished.
+`algorithms.cluster.ClusterTrainer` runs the same loop over Ray actors.
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -15,14 +19,13 @@ import torch
 import yaml
 
 from agents import SamplingParams
-from agents.logprobs import token_log_probs
-from agents.lora import base_weights, has_adapter
+from agents.lora import has_adapter
 from agents.models import load_model
 from agents.policy import Policy
 from agents.sync import WeightSync
 from algorithms import checkpoint
 from algorithms.assembly import build_run
-from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
+from algorithms.base import RESPONSE_MASK
 from algorithms.batch import make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import TrainConfig
@@ -53,6 +56,8 @@ class Trainer:
         self.roles = list(env.possible_agents)
         self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
         self.collector = Collector(self.parts.make_env, self.parts.players(), config.group_size)
+        self.next_rollout: Future | None = None  # with overlap: the next iteration's, being collected
+        self.overlap_thread = ThreadPoolExecutor(1, thread_name_prefix="overlap") if config.overlap else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- resume -----------------------------------------------------------------
@@ -69,14 +74,7 @@ class Trainer:
         state = checkpoint.load_trainer_state(path)
         config = TrainConfig.from_yaml(path / "config.yaml", **overrides)
         trainer = cls(config, run_dir, judges)
-        if has_adapter(trainer.model):
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(trainer.model, load_file(path / "model" / "adapter_model.safetensors"))
-        else:
-            weights, _ = load_model(str(path / "model"), dtype=getattr(torch, config.dtype), device=config.device)
-            trainer.model.load_state_dict(weights.state_dict())
+        load_checkpoint_weights(trainer.model, path, config)
         trainer.weight_sync()
         trainer.optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
@@ -127,8 +125,7 @@ class Trainer:
         import json
 
         suite = self.suite
-        params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
-        score, _ = evaluate_policy(self.parts.policy, suite, params)
+        score = self.heldout_score()
         path = self.run_dir / "eval.json"
         results = json.loads(path.read_text()) if path.exists() else {}
         results[when] = {"suite": suite.name, "prompts": len(suite.items), **score.as_dict()}
@@ -139,17 +136,30 @@ class Trainer:
         print(line, flush=True)
         return score.strict
 
+    def collect(self, iteration: int) -> Rollout:
+        """The rollout of `iteration`: `num_queries` groups from its seeds."""
+        seed = self.config.seed * 1_000_003 + iteration * self.config.num_queries
+        return self.collector.collect(self.config.num_queries, seed=seed)
+
+    def heldout_score(self):
+        """The policy's greedy answers to the held-out suite, graded."""
+        params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
+        return evaluate_policy(self.parts.policy, self.suite, params)[0]
+
     def iteration(self, iteration: int) -> tuple[dict, Rollout]:
         """One collect/update/sync step; returns its metrics and rollout."""
         config, start = self.config, time.perf_counter()
         torch.manual_seed(config.seed * 1_000_003 + iteration)
         failures_before = {name: getattr(j, "failures", 0) for name, j in self.parts.judges.items() if j}
-        rollout = self.collector.collect(config.num_queries, seed=config.seed * 1_000_003 + iteration * config.num_queries)
+        rollout = self.next_rollout.result() if self.next_rollout else self.collect(iteration)
+        self.next_rollout = None
+        if config.overlap and iteration < config.iterations:  # sampled with these weights, trained on after the step
+            self.next_rollout = self.overlap_thread.submit(self.collect, iteration + 1)
         rows = rollout_rows(rollout)
-        batch = make_batch(rows, self.roles, self._pad_id())
+        batch = make_batch(rows, self.roles, self.parts.pad_token_id())
 
         tick = time.perf_counter()
-        self._fill_reference_log_probs(batch)
+        self.parts.fill_reference_log_probs(batch)
         reference_time = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -158,6 +168,10 @@ class Trainer:
                                 config.max_grad_norm, config.autocast)
         train_time = time.perf_counter() - tick
 
+        tick = time.perf_counter()
+        if self.next_rollout:
+            wait([self.next_rollout])  # the engine takes new weights between collections only
+        waited = time.perf_counter() - tick
         sync = self.weight_sync()
 
         metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names)
@@ -168,36 +182,36 @@ class Trainer:
         metrics.update({
             "time/generate": rollout.timings.get("generate", 0.0),
             "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
-            "time/reference": reference_time, "time/train": train_time, "time/sync": sync.total_s,
+            "time/reference": reference_time, "time/train": train_time, "time/overlap_wait": waited,
+            "time/sync": sync.total_s,
             "sync/max_logprob_gap": sync.max_abs_diff,
             "time/iteration": time.perf_counter() - start,
             "throughput/generated_tokens_per_s": generated / max(rollout.timings.get("generate", 0.0), 1e-9),
         })
         return metrics, rollout
 
-    @torch.no_grad()
-    def _fill_reference_log_probs(self, batch) -> None:
-        """The reference model's log-probs of the sampled tokens under the same sampling settings, so that
-        the KL compares like with like (and is exactly 0 while the policy equals the reference)."""
-        with base_weights(self.parts.reference_model), self._autocast():
-            batch.set(REF_LOG_PROBS, token_log_probs(self.parts.reference_model.eval(), batch.get(TOKENS),
-                                                     batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK),
-                                                     self.parts.sampling))
-
-    def _autocast(self):
-        return torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
-
-    def _pad_id(self) -> int:
-        tokenizer = self.parts.tokenizer
-        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
     def save(self, iteration: int) -> Path:
-        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.parts.tokenizer, self.optimizer,
+        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.parts.tokenizer,
+                                          self.optimizer.state_dict(),
                                           yaml.safe_dump(asdict(self.config), sort_keys=False),
                                           extra={"algorithm": self.loss.algorithm_state()})
 
     def close(self) -> None:
+        if self.overlap_thread:  # a run stopped by its time limit leaves one collection running
+            self.overlap_thread.shutdown(wait=True)
         self.parts.close()
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path: Path, config: TrainConfig) -> None:
+    """Load the model of checkpoint `path` (its LoRA adapter, or all weights) into `model`, in place."""
+    if has_adapter(model):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(Path(path) / "model" / "adapter_model.safetensors"))
+    else:
+        weights, _ = load_model(str(Path(path) / "model"), dtype=getattr(torch, config.dtype), device=config.device)
+        model.load_state_dict(weights.state_dict())
 
 
 def _new_run_dir(config: TrainConfig) -> Path:

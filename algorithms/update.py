@@ -11,7 +11,7 @@ from tensordict import TensorDict
 
 from algorithms.base import GROUP_KEY
 
-LOSS_TERMS = ("objective", "kl", "kl_penalty", "sampler_gap")
+LOSS_TERMS = ("objective", "kl", "kl_penalty", "sampler_gap", "clip_fraction")
 
 
 def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
@@ -35,7 +35,7 @@ def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: tor
         total = output.loss_objective + (penalty if penalty is not None else 0.0)
         (total * share * world_size).backward()  # the processes' gradients are averaged: this makes it a sum
         terms = {"objective": output.loss_objective, "kl": getattr(output, "kl_to_ref", None), "kl_penalty": penalty,
-                 "sampler_gap": output.kl_approx}
+                 "sampler_gap": output.kl_approx, "clip_fraction": output.clip_fraction}
         totals += torch.tensor([0.0 if terms[name] is None else float(torch.as_tensor(terms[name]).detach())
                                 for name in LOSS_TERMS], dtype=torch.float64) * share
     if world_size > 1:

@@ -19,7 +19,7 @@ from jsonargparse import auto_cli
 from algorithms.config import TrainConfig
 from algorithms.trainer import Trainer
 
-PHASES = ["generate", "env_and_judge", "reference", "train", "sync"]
+PHASES = ["generate", "env_and_judge", "reference", "train", "overlap_wait", "sync"]
 
 
 # The run timed by default: the judged game (self-judges on every answer), full fine-tuning, plain sampling.

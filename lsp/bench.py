@@ -28,6 +28,8 @@ BENCHMARKS = {
     "game-signal": "benchmarks.game_signal",
     "speed": "benchmarks.speed",
     "engine-precision": "benchmarks.engine_precision",
+    "overlap": "benchmarks.overlap",
+    "rollout-scaling": "benchmarks.rollout_scaling",
 }
 
 

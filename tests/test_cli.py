@@ -49,7 +49,8 @@ def test_help_and_listings_load_no_model_library(argv):
                                   ["train", "--algorithm_args", "{aggregation: mean}"],
                                   ["train", "--algorithm", "grpo", "--algorithm_args", "{zero_sum: true}"],
                                   ["train", "--game", "NoSuchGame-v0"],
-                                  ["train", "--game", "LanguageSelfPlay-v0", "--game_args", "{no_such_key: 1}"]])
+                                  ["train", "--game", "LanguageSelfPlay-v0", "--game_args", "{no_such_key: 1}"],
+                                  ["train", "--cluster.address", "local", "--cluster.rollout_workers", "3"]])
 def test_wrong_names_and_algorithm_settings_are_rejected_before_torch_loads(argv):
     subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv, code=2)], check=True, timeout=120,
                    capture_output=True)

@@ -147,7 +147,7 @@ def saved(tmp_path):
     """A checkpoint of the tiny model written by `save_checkpoint`."""
     model, tokenizer = tiny_model(seed=0)
     optimizer = torch.optim.AdamW(model.parameters())
-    return checkpoint.save_checkpoint(tmp_path, 1, model, tokenizer, optimizer, "seed: 0\n")
+    return checkpoint.save_checkpoint(tmp_path, 1, model, tokenizer, optimizer.state_dict(), "seed: 0\n")
 
 
 def pickled_trainer_state(folder):

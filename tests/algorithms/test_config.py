@@ -46,3 +46,22 @@ def test_engine_dtype_follows_autocast_unless_given(settings, dtype):
 def test_engine_settings_that_cannot_work_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_cluster_settings_round_trip_through_yaml(tmp_path):
+    from algorithms.config import ClusterConfig
+
+    config = TrainConfig(cluster=ClusterConfig(address="auto", rollout_workers=2, trainer_processes=4))
+    config.to_yaml(tmp_path / "run.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "run.yaml") == config
+    assert TrainConfig().cluster.address is None  # one process unless asked
+
+
+@pytest.mark.parametrize("cluster, message", [
+    ({"address": "local", "rollout_workers": 3}, r"num_queries \(8\) must be a multiple of cluster.rollout_workers"),
+    ({"address": "local", "trainer_processes": 3}, r"multiple of cluster.trainer_processes \(3\)"),
+    ({"rollout_workers": 0}, "at least 1"),
+])
+def test_cluster_sizes_that_cannot_share_an_iteration_are_refused(cluster, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(cluster=cluster)

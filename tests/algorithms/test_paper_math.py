@@ -1,5 +1,7 @@
 """The paper's formulas, pinned: KL estimators against the exact KL, aggregation modes on worked numbers,
 micro-batch equivalence with beta > 0, and advantage normalisation."""
+import math
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -8,7 +10,7 @@ import algorithms
 from agents.logprobs import token_log_probs
 from agents.models import tiny_model
 from algorithms.base import (ADVANTAGE_KEY, ATTENTION_MASK, BRANCH_KEY, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK,
-                             REWARD_KEY, TOKENS, WEIGHT_KEY, vocab_log_probs)
+                             REWARD_KEY, SAMPLER_LOG_PROBS, TOKENS, WEIGHT_KEY, vocab_log_probs)
 from algorithms.batch import make_batch, rollout_rows
 from tests.algorithms.test_advantages import rollout
 
@@ -247,3 +249,38 @@ def test_k1_is_differentiated_through_the_score_function():
     for g, w in zip(got, want):
         if w is not None:
             torch.testing.assert_close(g, w, atol=1e-7, rtol=1e-4)
+
+
+
+def _objective_gradient(model, batch, keep=None, **settings) -> tuple[torch.Tensor, float]:
+    """The objective's gradient (beta 0), and the share of tokens clipped; `keep(advantage)` masks advantages."""
+    model.zero_grad()
+    loss = algorithms.make("lsp-zero", model, beta=0.0, aggregation="prompt_mean", **settings)
+    loss.compute_advantages(batch)
+    if keep is not None:
+        batch.set(ADVANTAGE_KEY, batch.get(ADVANTAGE_KEY) * keep(batch.get(ADVANTAGE_KEY)))
+    output = loss(batch)
+    output.loss_objective.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()]), float(output.clip_fraction)
+
+
+def test_the_clipped_ratio_against_the_sampler_is_on_policy_for_fresh_samples_and_clips_stale_ones(eight_groups):
+    """With clip_epsilon the ratio is r = pi / pi_sampler. Samples from the current weights (r = 1) give the
+    on-policy gradient. Samples whose sampler log-probs are 1 nat lower (r = e > 1 + 0.2) are clipped where the
+    advantage is positive (no gradient) and kept where it is negative: e times the on-policy gradient there."""
+    model, batch = eight_groups
+    mask = batch.get(RESPONSE_MASK)
+    with torch.no_grad():
+        current = token_log_probs(model, batch.get(TOKENS), batch.get(ATTENTION_MASK), mask)
+    batch.set(SAMPLER_LOG_PROBS, torch.where(mask, current, torch.zeros_like(current)))
+    on_policy, _ = _objective_gradient(model, batch)
+    fresh, clipped = _objective_gradient(model, batch, clip_epsilon=0.2)
+    scale = float(on_policy.abs().max())  # the sums differ in their last bits between thread counts
+    torch.testing.assert_close(fresh, on_policy, rtol=1e-4, atol=1e-4 * scale)
+    assert clipped == 0.0
+
+    batch.set(SAMPLER_LOG_PROBS, torch.where(mask, current - 1.0, torch.zeros_like(current)))
+    stale, clipped = _objective_gradient(model, batch, clip_epsilon=0.2)
+    negative_only, _ = _objective_gradient(model, batch, keep=lambda advantage: (advantage < 0).float())
+    assert clipped > 0 and negative_only.abs().sum() > 0
+    torch.testing.assert_close(stale, math.e * negative_only, rtol=1e-4, atol=1e-4 * scale)

@@ -187,3 +187,32 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_path, tmp_path, lora_
     assert all(torch.equal(a, b) for a, b in zip(*before))
     assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0]))  # the step moved the weights
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*after))
+
+
+def test_overlap_needs_an_engine_with_its_own_weights(tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="own copy of the weights"):
+        Trainer(tiny_config(tiny_path, tmp_path, overlap=True), judges=JUDGES)
+
+
+def test_overlap_trains_on_samples_one_step_old_with_the_clipped_ratio(tiny_path, tmp_path):
+    """With overlap the engine (here an HF engine with its own copy of the weights, synced after each step) samples
+    iteration k+1 while the trainer steps on k. From iteration 2 on, the samples come from the weights before the
+    last step: the sampler's log-probs then differ from the trainer's, which they do not without overlap."""
+    import copy
+
+    from agents.hf import HFPolicy
+    from agents.models import load_model
+
+    gaps = {}
+    for overlap in (False, True):
+        config = tiny_config(tiny_path, tmp_path / str(overlap), overlap=overlap, iterations=3, lr=1e-2)
+        engine_model, tokenizer = load_model(tiny_path)
+        trainer = Trainer(config, judges=JUDGES, policy=HFPolicy(copy.deepcopy(engine_model), tokenizer))
+        try:
+            assert (trainer.parts.loss.config.clip_epsilon == 0.2) is overlap
+            run_dir = trainer.train(progress=False)
+        finally:
+            trainer.close()
+        gaps[overlap] = [abs(line["loss/sampler_gap"]) for line in metrics(run_dir)]
+    assert max(gaps[False]) < 1e-4
+    assert gaps[True][0] < 1e-4 and min(gaps[True][1:]) > 10 * max(gaps[False])
