@@ -36,7 +36,7 @@ from algorithms.batch import make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import ClusterConfig, TrainConfig
 from algorithms.metrics import iteration_metrics
-from algorithms.trainer import Trainer, _new_run_dir, _truncate_metrics, load_checkpoint_weights
+from algorithms.trainer import Trainer, _new_run_dir, iteration_seed, load_checkpoint_weights
 
 
 class RolloutWorker:
@@ -231,23 +231,12 @@ class ClusterTrainer(Trainer):
         self.sync_weights()  # the engines start from the trainer's weights
 
     @classmethod
-    def resume(cls, run_dir: Path, judges: dict | None = None, **overrides) -> "ClusterTrainer":
-        """Continue the run in `run_dir` from its newest intact checkpoint (`overrides` change its config, the
-        cluster too)."""
-        import warnings
-
+    def _restored(cls, config: TrainConfig, run_dir: Path, path: Path, state: dict,
+                  judges: dict | None) -> "ClusterTrainer":
+        """The trainer processes load checkpoint `path` themselves (`TrainerWorker.setup`)."""
         if judges is not None:
             raise ValueError("a cluster run builds its judges in each rollout worker; judges cannot be passed in")
-        run_dir = checkpoint.find_run(run_dir)
-        path, skipped = checkpoint.newest_valid_checkpoint(run_dir)
-        for line in skipped:
-            warnings.warn(line, stacklevel=2)
-        state = checkpoint.load_trainer_state(path)
-        trainer = cls(TrainConfig.from_yaml(path / "config.yaml", **overrides), run_dir, resume_from=path)
-        checkpoint.set_rng_state(state["rng"])
-        trainer.start_iteration = state["iteration"]
-        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
-        return trainer
+        return cls(config, run_dir, resume_from=path)
 
     def sync_weights(self):
         """Gather the trained weights from the trainer, load them into every rollout worker and verify each engine;
@@ -314,7 +303,7 @@ class ClusterTrainer(Trainer):
         """Start the workers on their shares of `iteration`'s groups, with the seeds a one-process run would use;
         returns the pending results."""
         share = self.config.num_queries // len(self.workers)
-        seed = self.config.seed * 1_000_003 + iteration * self.config.num_queries
+        seed = iteration_seed(self.config, iteration)
         return [worker.collect.remote(share, seed + i * share) for i, worker in enumerate(self.workers)]
 
     def heldout_score(self):

@@ -72,15 +72,20 @@ class Trainer:
         for line in skipped:
             warnings.warn(line, stacklevel=2)
         state = checkpoint.load_trainer_state(path)
-        config = TrainConfig.from_yaml(path / "config.yaml", **overrides)
+        trainer = cls._restored(TrainConfig.from_yaml(path / "config.yaml", **overrides), run_dir, path, state, judges)
+        checkpoint.set_rng_state(state["rng"])
+        trainer.start_iteration = state["iteration"]
+        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
+        return trainer
+
+    @classmethod
+    def _restored(cls, config: TrainConfig, run_dir: Path, path: Path, state: dict, judges: dict | None) -> "Trainer":
+        """A trainer with checkpoint `path`'s weights (pushed to the engine), optimizer and algorithm state."""
         trainer = cls(config, run_dir, judges)
         load_checkpoint_weights(trainer.model, path, config)
         trainer.weight_sync()
         trainer.optimizer.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"])
-        trainer.start_iteration = state["iteration"]
         trainer.loss.load_algorithm_state(state["extra"].get("algorithm", {}))
-        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
         return trainer
 
     # --- the loop ---------------------------------------------------------------
@@ -138,8 +143,7 @@ class Trainer:
 
     def collect(self, iteration: int) -> Rollout:
         """The rollout of `iteration`: `num_queries` groups from its seeds."""
-        seed = self.config.seed * 1_000_003 + iteration * self.config.num_queries
-        return self.collector.collect(self.config.num_queries, seed=seed)
+        return self.collector.collect(self.config.num_queries, seed=iteration_seed(self.config, iteration))
 
     def heldout_score(self):
         """The policy's greedy answers to the held-out suite, graded."""
@@ -200,6 +204,11 @@ class Trainer:
         if self.overlap_thread:  # a run stopped by its time limit leaves one collection running
             self.overlap_thread.shutdown(wait=True)
         self.parts.close()
+
+
+def iteration_seed(config: TrainConfig, iteration: int) -> int:
+    """The seed of `iteration`'s first group; group g plays from this seed + g."""
+    return config.seed * 1_000_003 + iteration * config.num_queries
 
 
 def load_checkpoint_weights(model: torch.nn.Module, path: Path, config: TrainConfig) -> None:
