@@ -28,6 +28,7 @@ from agents.policy import Policy
 from algorithms import registration
 from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
+from algorithms.update import training_passes
 from lsp_env.contract import branch_agent, judge_arguments
 
 
@@ -76,10 +77,13 @@ class RunParts:
         """The reference model's log-probs of the sampled tokens under the run's sampling settings, so that the KL
         compares like with like (and is exactly 0 while the policy equals the reference)."""
         autocast = torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
+        tokens, attention, response = batch.get(TOKENS), batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK)
+        reference = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
         with base_weights(self.reference_model), autocast:
-            batch.set(REF_LOG_PROBS, token_log_probs(self.reference_model.eval(), batch.get(TOKENS),
-                                                     batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK),
-                                                     self.sampling))
+            for rows in training_passes(batch, self.config.micro_batches()[0], self.config.rows_per_pass):
+                reference[rows] = token_log_probs(self.reference_model.eval(), tokens[rows], attention[rows],
+                                                  response[rows], self.sampling)
+        batch.set(REF_LOG_PROBS, reference)
 
     def pad_token_id(self) -> int:
         tokenizer = self.tokenizer
@@ -141,7 +145,7 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
     if policy is None:
         policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
                              device=config.device, seed=config.seed, server_url=config.server_url,
-                             server_timeout_s=config.server_timeout_s)
+                             server_timeout_s=config.server_timeout_s, kv_cache_gib=config.kv_cache_gib)
     if config.overlap and isinstance(policy, HFPolicy) and policy.model is model:
         raise ValueError("overlap samples while the model trains, so the engine needs its own copy of the weights: "
                          "use --engine vllm (or openai), or turn overlap off")

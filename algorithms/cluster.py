@@ -146,7 +146,8 @@ class TrainerWorker:
         config = self.config
         self.loss.compute_advantages(batch)
         return optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
-                              config.max_grad_norm, config.autocast, self.rank, self.world_size)
+                              config.max_grad_norm, config.autocast, self.rank, self.world_size,
+                              rows_per_pass=config.rows_per_pass)
 
     def weights(self) -> dict[str, torch.Tensor] | None:
         """The trained parameters (with LoRA the adapter; else every weight), gathered; None except on rank 0."""

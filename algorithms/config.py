@@ -75,6 +75,9 @@ class TrainConfig:
     """dtype of the vllm engines (the policy's, and the self-judges' if on vllm): default bfloat16 under autocast, else
     dtype. Sampling in bfloat16 is 1.7x faster on CPU; the trainer recomputes every log-prob it trains on, so
     only the logged sampler gap and the sync check's tolerance (1.0) see the difference."""
+    kv_cache_gib: float = 1.0
+    """vllm on CPU: the policy engine's KV cache (GiB; ~24k tokens of SmolLM2-135M per GiB). An iteration's
+    concurrent answers need a few thousand tokens; a longer queue waits its turn. On GPUs vLLM sizes it."""
     device: str = "cpu"
     """cpu or cuda."""
     # Game and algorithm
@@ -115,6 +118,9 @@ class TrainConfig:
     """Groups per micro-batch (default: the largest of 1-4 that divides num_queries)."""
     grad_accumulation: int | None = None
     """Micro-batches per optimizer step (default: num_queries / batch_size, so one step per iteration)."""
+    rows_per_pass: int | None = 4
+    """Rows (sampled turns) per forward and backward pass of the training step, longest first; None: a whole
+    micro-batch. Only memory and speed depend on it: the gradient is the same (`algorithms.update`)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     overlap: bool = False
@@ -171,6 +177,8 @@ class TrainConfig:
         if groups_per_step != self.num_queries:
             raise ValueError(f"batch_size * grad_accumulation ({groups_per_step}) must equal num_queries "
                              f"({self.num_queries}): each iteration makes one optimizer step")
+        if self.rows_per_pass is not None and self.rows_per_pass < 1:
+            raise ValueError("rows_per_pass must be at least 1 (or null: a whole micro-batch per pass)")
         for name in ("num_queries", "group_size", "iterations", "max_new_tokens", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -182,6 +190,8 @@ class TrainConfig:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1 and 0 <= min_p < 1")
         if self.dtype not in ("float32", "bfloat16") or self.engine_dtype not in (None, "float32", "bfloat16"):
             raise ValueError("dtype and engine_dtype must be float32 or bfloat16")
+        if self.kv_cache_gib <= 0:
+            raise ValueError("kv_cache_gib must be positive")
         if self.judge_engine not in ("hf", "vllm"):
             raise ValueError(f"judge_engine must be hf or vllm, got {self.judge_engine!r}")
         if self.cluster.address and self.num_queries % self.cluster.rollout_workers:

@@ -161,15 +161,17 @@ class Trainer:
             self.next_rollout = self.overlap_thread.submit(self.collect, iteration + 1)
         rows = rollout_rows(rollout)
         batch = make_batch(rows, self.roles, self.parts.pad_token_id())
+        release_freed_memory()
 
         tick = time.perf_counter()
         self.parts.fill_reference_log_probs(batch)
         reference_time = time.perf_counter() - tick
+        release_freed_memory()
 
         tick = time.perf_counter()
         self.loss.compute_advantages(batch)
         losses = optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
-                                config.max_grad_norm, config.autocast)
+                                config.max_grad_norm, config.autocast, rows_per_pass=config.rows_per_pass)
         train_time = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -177,6 +179,7 @@ class Trainer:
             wait([self.next_rollout])  # the engine takes new weights between collections only
         waited = time.perf_counter() - tick
         sync = self.weight_sync()
+        release_freed_memory()
 
         metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names)
         for name, judge in self.parts.judges.items():
@@ -204,6 +207,29 @@ class Trainer:
         if self.overlap_thread:  # a run stopped by its time limit leaves one collection running
             self.overlap_thread.shutdown(wait=True)
         self.parts.close()
+
+
+def release_freed_memory() -> None:
+    """Give memory that was freed back to the operating system (glibc only; elsewhere a no-op).
+
+    glibc keeps freed blocks for reuse by the thread that freed them, so without this each phase of an iteration
+    (sampling and judging in worker threads, the reference pass, the training step) adds its transient peak to
+    the last ones': the process's resident memory then grows to their sum (benchmarks/RESULTS.md)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+_LIBC = _glibc()
 
 
 def iteration_seed(config: TrainConfig, iteration: int) -> int:

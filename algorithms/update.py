@@ -1,43 +1,33 @@
 """One optimizer step on a batch: gradient accumulation over micro-batches of groups, clipping, the step.
 
 The same function runs in one process and in each of N trainer processes (`algorithms.distributed`, FSDP2):
-process `rank` of `world_size` takes every `world_size`-th group. Each micro-batch's loss is weighted by its
-share of the whole batch, so that together the processes' gradients are the one-process gradient.
+process `rank` of `world_size` takes every `world_size`-th group. Each micro-batch is run as forward and
+backward passes of at most `rows_per_pass` rows of similar length (what the activations kept for the backward
+pass cost in memory scales with it), and each pass's loss is weighted by its share of the whole batch: every
+loss term is a mean over rows with weights set for the whole batch, so the passes, and the processes, add up
+to the one-process gradient exactly.
 """
 from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
 
-from algorithms.base import GROUP_KEY
+from algorithms.base import ATTENTION_MASK, GROUP_KEY
 
 LOSS_TERMS = ("objective", "kl", "kl_penalty", "sampler_gap", "clip_fraction")
 
 
 def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
                    groups_per_micro_batch: int, max_grad_norm: float, autocast: bool = False, rank: int = 0,
-                   world_size: int = 1) -> dict[str, float]:
+                   world_size: int = 1, rows_per_pass: int | None = None) -> dict[str, float]:
     """Accumulate the gradient of `loss` over this process's groups of `batch`, clip, step; returns the losses
     (`loss/<term>`, over the whole batch) and the gradient norm."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    groups = batch.get(GROUP_KEY).unique()
-    if len(groups) % world_size:
-        raise ValueError(f"{len(groups)} groups cannot be split evenly over {world_size} trainer processes")
     device = next(model.parameters()).device.type
     totals = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
-    for chunk in groups[rank::world_size].split(groups_per_micro_batch):
-        rows = torch.isin(batch.get(GROUP_KEY), chunk)
-        share = float(rows.sum()) / len(batch)
-        with torch.autocast(device, torch.bfloat16, enabled=autocast):
-            output = loss(batch[rows])
-        penalty = getattr(output, "loss_kl_to_ref", None)
-        total = output.loss_objective + (penalty if penalty is not None else 0.0)
-        (total * share * world_size).backward()  # the processes' gradients are averaged: this makes it a sum
-        terms = {"objective": output.loss_objective, "kl": getattr(output, "kl_to_ref", None), "kl_penalty": penalty,
-                 "sampler_gap": output.kl_approx, "clip_fraction": output.clip_fraction}
-        totals += torch.tensor([0.0 if terms[name] is None else float(torch.as_tensor(terms[name]).detach())
-                                for name in LOSS_TERMS], dtype=torch.float64) * share
+    for rows in training_passes(batch, groups_per_micro_batch, rows_per_pass, rank, world_size):
+        totals += _accumulate(loss, batch[rows], len(rows) / len(batch), world_size, device, autocast)
     if world_size > 1:
         from algorithms.distributed import reduce_replicated_grads
 
@@ -49,6 +39,40 @@ def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: tor
     optimizer.step()
     model.eval()
     return {f"loss/{term}": float(value) for term, value in zip(LOSS_TERMS, totals)} | {"loss/grad_norm": grad_norm}
+
+
+def training_passes(batch: TensorDict, groups_per_micro_batch: int, rows_per_pass: int | None = None, rank: int = 0,
+                    world_size: int = 1) -> list[torch.Tensor]:
+    """The rows of each forward and backward pass of process `rank`'s share of the step: its groups (every
+    `world_size`-th) in micro-batches of `groups_per_micro_batch`, each split into passes of at most
+    `rows_per_pass` rows (None: the whole micro-batch), longest first. The reference pass uses the same passes,
+    so that each row is computed with the same padding, and the KL is exactly 0 while the policy is the
+    reference."""
+    groups = batch.get(GROUP_KEY).unique()
+    if len(groups) % world_size:
+        raise ValueError(f"{len(groups)} groups cannot be split evenly over {world_size} trainer processes")
+    lengths = batch.get(ATTENTION_MASK).sum(-1)
+    passes = []
+    for chunk in groups[rank::world_size].split(groups_per_micro_batch):
+        rows = torch.isin(batch.get(GROUP_KEY), chunk).nonzero().squeeze(-1)
+        rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
+        passes += rows.split(rows_per_pass or len(rows))
+    return passes
+
+
+def _accumulate(loss: torch.nn.Module, rows: TensorDict, share: float, world_size: int, device: str,
+                autocast: bool) -> torch.Tensor:
+    """Backpropagate the loss of `rows` weighted by their `share` of the batch; returns its terms (`LOSS_TERMS`)
+    times `share`."""
+    with torch.autocast(device, torch.bfloat16, enabled=autocast):
+        output = loss(rows)
+    penalty = getattr(output, "loss_kl_to_ref", None)
+    total = output.loss_objective + (penalty if penalty is not None else 0.0)
+    (total * share * world_size).backward()  # the processes' gradients are averaged: this makes it a sum
+    terms = {"objective": output.loss_objective, "kl": getattr(output, "kl_to_ref", None), "kl_penalty": penalty,
+             "sampler_gap": output.kl_approx, "clip_fraction": output.clip_fraction}
+    return torch.tensor([0.0 if terms[name] is None else float(torch.as_tensor(terms[name]).detach())
+                         for name in LOSS_TERMS], dtype=torch.float64) * share
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:
