@@ -20,6 +20,7 @@ from agents.models import DEFAULT_MODEL, load_model
 from agents.policy import Chat, Completion, Policy, SamplingParams
 
 SCORE_BATCH_ROWS = 8  # sequences per padded scoring batch
+MIN_SHARED_PREFIX = 16  # tokens: a shorter common prefix of a next-token batch is not worth a separate pass
 
 
 class HFPolicy(Policy):
@@ -168,14 +169,41 @@ class HFPolicy(Policy):
         )
 
     def _next_token_batch(self, candidates: tuple[int, ...], prompts: Sequence[list[int]]) -> list[list[float]]:
-        """log-softmax of the next-token logits after each prompt, at the candidate ids."""
-        input_ids, attention_mask, _ = (t.to(self.model.device) for t in pad_rows(prompts, [[]] * len(prompts),
-                                                                                     self._pad_id))
+        """log-softmax of the next-token logits after each prompt, at the candidate ids.
+
+        The prompts' common prefix (a judge's instructions, before the exchange it grades) is computed once; its
+        keys and values are reused for every row, so each row computes only its own tokens."""
+        shared = shared_prefix_length(prompts)
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        device = self.model.device
+        suffixes = [prompt[shared:] for prompt in prompts]
+        input_ids, suffix_mask, _ = (t.to(device) for t in pad_rows(suffixes, [[]] * len(prompts), self._pad_id))
+        rows = torch.arange(len(prompts), device=device)
         with self._using_model():
-            hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            last = hidden[torch.arange(len(prompts)), attention_mask.sum(-1) - 1]
+            decoder = self.model.get_decoder()
+            if shared:
+                prefix = decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True)
+                cache = prefix.past_key_values
+                cache.batch_repeat_interleave(len(prompts))
+                attention_mask = torch.cat([suffix_mask.new_ones(len(prompts), shared), suffix_mask], dim=1)
+                positions = shared + torch.arange(input_ids.shape[1], device=device).expand(len(prompts), -1)
+                hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                                 position_ids=positions, use_cache=False).last_hidden_state
+            else:
+                hidden = decoder(input_ids=input_ids, attention_mask=suffix_mask).last_hidden_state
+            last = hidden[rows, suffix_mask.sum(-1) - 1]
             logprobs = output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)]
         return logprobs.tolist()
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """The length of the prompts' common prefix, leaving every prompt at least one token of its own."""
+    limit = min(len(prompt) for prompt in prompts) - 1
+    length = 0
+    while length < limit and all(prompt[length] == prompts[0][length] for prompt in prompts):
+        length += 1
+    return length
 
 
 def _left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

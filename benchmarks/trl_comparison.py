@@ -1,16 +1,21 @@
-"""Time per GRPO training step: our `grpo` against TRL's `GRPOTrainer`, in one run.
+"""Time per GRPO training step: our `grpo` against TRL's `GRPOTrainer`, each in a fresh process.
 
     pip install -e '.[bench]'                       # TRL is a benchmark-only dependency
-    python -m benchmarks.trl_comparison --steps 3 --warmup 1 --engine vllm
+    python -m benchmarks.trl_comparison --steps 3 --warmup 1
 
-Both train the same model on the same prompts (the bundled sample), with the
-same G, number of prompts per step, token limit, sampling temperature,
-learning rate, KL coefficient and reward: a cheap programmatic reward
-(answer length, capped), so that the step time is the framework's own
-(generation, reference log-probs, loss, optimizer, weight sync). Each side
-makes one optimizer step per `num_prompts` x `group_size` completions, with
-two gradient-accumulation micro-batches. Prints a Markdown table with the
-median seconds per step of each and their ratio (ours / TRL's).
+Both train every weight of the same model on the same prompts (the bundled
+sample), with the same G, number of prompts per step, token limit, sampling
+(temperature 1, no truncation), learning rate, KL coefficient and reward: a
+cheap programmatic reward (answer length, capped), so that the step time is the
+framework's own (generation, reference log-probs, loss, optimizer, weight
+sync). Each side makes one optimizer step per `num_prompts` x `group_size`
+completions, with two gradient-accumulation micro-batches, at its own
+defaults for this CPU: ours bfloat16 autocast with float32 weights and vLLM
+sampling in bfloat16; TRL's `bf16=True` with gradient checkpointing, and
+again without it (`trl_variants`). Each side runs in its own process
+(`benchmarks.fresh_process`), which also reports its peak memory and shows
+that no vLLM engine was loaded next to TRL. Prints a Markdown table with the
+median seconds per step of each, and the ratio ours / TRL's for each variant.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jsonargparse import auto_cli
 
@@ -26,6 +31,20 @@ from agents.agent import PromptAgent
 from agents.judges import FunctionJudge
 from agents.models import DEFAULT_MODEL
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
+from benchmarks.fresh_process import run_fresh
+
+
+@dataclass
+class TRLVariant:
+    """TRL settings that change its speed on CPU (TRL's own defaults: both on)."""
+
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+
+    @property
+    def label(self) -> str:
+        precision = "bf16" if self.bf16 else "float32"
+        return f"{precision}, gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}"
 
 
 @dataclass
@@ -35,8 +54,12 @@ class Settings:
     warmup: int = 1
     """Steps run first and not counted."""
     model: str = DEFAULT_MODEL
-    engine: str = "auto"
+    engine: str = "vllm"
     """Our policy engine (hf, vllm, auto)."""
+    autocast: bool = True
+    """Our side in bfloat16 autocast with float32 weights, sampling in bfloat16 on vLLM (`lsp train`'s default)."""
+    trl_variants: list[TRLVariant] = field(default_factory=lambda: [TRLVariant(), TRLVariant(True, False)])
+    """TRL runs once per variant; the first is TRL's defaults."""
     trl_use_vllm: bool = False
     """Let TRL generate with vLLM ("colocate" mode) instead of transformers."""
     num_prompts: int = 8
@@ -53,12 +76,14 @@ def length_reward(answer: str) -> float:
     return min(len(answer), 400) / 400
 
 
-def ours(settings: Settings) -> tuple[list[float], str]:
-    """Seconds per optimizer step of our trainer with the `grpo` algorithm, and the engine it used."""
+def ours(settings: Settings) -> dict:
+    """Seconds per optimizer step of our trainer with the `grpo` algorithm (`times`), the median of each phase
+    (`phases`) and the engine it used."""
     from algorithms.trainer import Trainer
 
     config = TrainConfig(model=settings.model, engine=settings.engine, algorithm="grpo", prompts=SAMPLE_PROMPTS,
-                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=False, eval_suite=None,
+                         game="LanguageSelfPlay-v0", lora_rank=0, min_p=0.0, autocast=settings.autocast,
+                         eval_suite=None,
                          num_queries=settings.num_prompts, group_size=settings.group_size,
                          batch_size=settings.num_prompts // 2, grad_accumulation=2, lr=settings.lr,
                          beta=settings.beta, max_new_tokens=settings.max_new_tokens,
@@ -66,19 +91,22 @@ def ours(settings: Settings) -> tuple[list[float], str]:
                          seed=settings.seed, output=tempfile.mkdtemp(prefix="lsp-trl-bench-"), save_every=10**6)
     judge = FunctionJudge(lambda query, answer: length_reward(answer), name="length")
     trainer = Trainer(config, judges={"judge": judge})
-    times = []
+    times, records = [], []
     try:
         for step in range(1, config.iterations + 1):
             start = time.perf_counter()
-            trainer.iteration(step)
+            metrics, _ = trainer.iteration(step)
             times.append(time.perf_counter() - start)
+            records.append(metrics)
     finally:
         trainer.close()
-    return times[settings.warmup:], trainer.parts.policy.name
+    phases = {key.split("/")[1]: statistics.median(r[key] for r in records[settings.warmup:])
+              for key in records[0] if key.startswith("time/") and key != "time/iteration"}
+    return {"times": times[settings.warmup:], "phases": phases, "engine": trainer.parts.policy.name}
 
 
-def trl(settings: Settings) -> list[float]:
-    """Seconds per optimizer step of TRL's `GRPOTrainer` on the same model, prompts and sizes."""
+def trl(arguments: tuple[Settings, TRLVariant]) -> dict:
+    """Seconds per optimizer step of TRL's `GRPOTrainer` on the same model, prompts and sizes (`times`)."""
     import pyarrow
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -100,6 +128,7 @@ def trl(settings: Settings) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [length_reward(text) for text in texts]
 
+    settings, variant = arguments
     model, tokenizer = load_model(settings.model)
     prompts = PromptAgent(SAMPLE_PROMPTS, seed=settings.seed).prompts
     rows = [{"prompt": [{"role": "user", "content": p}]} for p in prompts]
@@ -110,39 +139,49 @@ def trl(settings: Settings) -> list[float]:
                       max_completion_length=settings.max_new_tokens, temperature=settings.temperature,
                       learning_rate=settings.lr, beta=settings.beta, max_steps=settings.warmup + settings.steps,
                       use_vllm=settings.trl_use_vllm, vllm_mode="colocate", logging_steps=1, save_strategy="no",
-                      report_to="none", disable_tqdm=True)
+                      report_to="none", disable_tqdm=True, bf16=variant.bf16,
+                      gradient_checkpointing=variant.gradient_checkpointing)
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[timer])
     trainer.train()
-    return timer.times[settings.warmup:]
+    return {"times": timer.times[settings.warmup:]}
 
 
 def run(settings: Settings) -> str:
     return compare(settings)[0]
 
 
-def compare(settings: Settings, after=lambda trainer: "") -> tuple[str, float]:
-    """The report, and the ratio of our median step time to TRL's. `after(name)` is called after each trainer's
-    run ("ours", then "trl"); what it returns (e.g. peak memory) goes in the table's last column."""
+def compare(settings: Settings) -> tuple[str, float, dict]:
+    """The report, the ratio of our median step time to that of TRL's first variant (its defaults), and each
+    side's result (`benchmarks.fresh_process.run_fresh`: step times, peak memory, ...)."""
     import importlib.util
 
     if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
         raise ValueError("this benchmark needs TRL and datasets: pip install -e '.[bench]'")
-    ours_times, engine_used = ours(settings)
-    notes = {"ours": after("ours")}
-    trl_times = trl(settings)
-    notes["trl"] = after("trl")
-    ours_median, trl_median = statistics.median(ours_times), statistics.median(trl_times)
+    results = {"ours": run_fresh("benchmarks.trl_comparison:ours", settings)}
+    for variant in settings.trl_variants:
+        results[variant.label] = run_fresh("benchmarks.trl_comparison:trl", (settings, variant))
+    medians = {name: statistics.median(result["times"]) for name, result in results.items()}
     trl_engine = "vLLM" if settings.trl_use_vllm else "transformers"
-    return "\n".join([
-        f"GRPO, {settings.model}, {settings.num_prompts} prompts x G={settings.group_size}, "
-        f"{settings.max_new_tokens} new tokens, median of {settings.steps} steps after {settings.warmup} warm-up, "
-        f"{platform.machine()} with {_cores()} cores", "",
-        "| trainer | seconds per step (median) | all steps | |", "|---|---|---|---|",
-        f"| ours (`grpo`, engine {engine_used}) | {ours_median:.1f} | {_list(ours_times)} | {notes['ours']} |",
-        f"| TRL `GRPOTrainer` ({trl_engine} generation) | {trl_median:.1f} | {_list(trl_times)} | {notes['trl']} |",
-        "", f"ratio ours / TRL: **{ours_median / trl_median:.2f}**"]), ours_median / trl_median
+    lines = [f"GRPO, {settings.model}, every weight trained, {settings.num_prompts} prompts x G={settings.group_size}, "
+             f"{settings.max_new_tokens} new tokens, median of {settings.steps} steps after {settings.warmup} "
+             f"warm-up, each side in a fresh process, {platform.machine()} with {_cores()} cores", "",
+             "| trainer | seconds per step (median) | all steps | ours / this | peak RSS (GiB) | torch threads | "
+             "vLLM loaded |", "|---|---|---|---|---|---|---|"]
+    ours_name = f"ours (`grpo`, engine {results['ours']['engine']}, {'bf16 autocast' if settings.autocast else 'float32'})"
+    for name, result in results.items():
+        label = ours_name if name == "ours" else f"TRL `GRPOTrainer` ({trl_engine} generation, {name})"
+        ratio = "" if name == "ours" else f"{medians['ours'] / medians[name]:.2f}"
+        peak = "n/a" if result.get("peak_rss_gib") is None else f"{result['peak_rss_gib']:.1f}"
+        lines.append(f"| {label} | {medians[name]:.1f} | {_list(result['times'])} | {ratio} | {peak} | "
+                     f"{result['torch_threads']} | {'yes' if result['vllm_imported'] else 'no'} |")
+    phases = results["ours"]["phases"]
+    lines += ["", "ours, per phase (s, median): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items() if v)]
+    first = settings.trl_variants[0].label
+    ratio = medians["ours"] / medians[first]
+    lines += ["", f"ratio ours / TRL ({first}, TRL's defaults): **{ratio:.2f}**"]
+    return "\n".join(lines), ratio, results
 
 
 def _list(times: list[float]) -> str:

@@ -1,5 +1,8 @@
 """`lsp bench`: list and run the benchmarks."""
+import os
 import re
+
+import pytest
 
 from lsp.bench import BENCHMARKS
 from lsp.cli import main
@@ -43,14 +46,20 @@ def test_the_game_signal_benchmark_tells_tasks_from_assistant_replies():
         assert not is_task(reply), reply
 
 
-def test_the_speed_benchmark_reads_each_parts_peak_memory_and_resets_it():
-    from benchmarks.speed import peak_memory
+def test_a_benchmark_part_runs_in_a_fresh_process_with_its_own_peak_memory(tmp_path, monkeypatch):
+    from benchmarks.fresh_process import PartFailed, run_fresh
 
-    def gib(line: str) -> float:
-        return float(re.search(r"peak RSS of \w+: ([\d.]+) GiB", line).group(1))
-
-    peak_memory("before")
-    block = b"\x01" * (512 * 2**20)  # written, so resident (a zeroed bytearray may stay unmapped)
-    del block
-    first, second = gib(peak_memory("first")), gib(peak_memory("second"))
-    assert first >= second + 0.4  # the block counted in the first part only
+    (tmp_path / "parts_for_test.py").write_text(
+        "import os\n"
+        "def allocate(mib):\n"
+        "    block = b'\\x01' * (mib * 2**20)  # written, so resident\n"
+        "    return {'pid': os.getpid(), 'size': len(block)}\n"
+        "def fail(_):\n"
+        "    raise RuntimeError('this part fails')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    small, large = run_fresh("parts_for_test:allocate", 1), run_fresh("parts_for_test:allocate", 512)
+    assert small["pid"] != large["pid"] != os.getpid()
+    assert large["peak_rss_gib"] >= small["peak_rss_gib"] + 0.4  # each process's own high-water mark
+    assert large["vllm_imported"] is False and large["torch_threads"] >= 1
+    with pytest.raises(PartFailed, match="parts_for_test:fail"):
+        run_fresh("parts_for_test:fail", None)

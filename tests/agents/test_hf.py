@@ -186,3 +186,23 @@ def test_batch_errors_reach_every_caller(monkeypatch):
     results = run_together(lambda i: policy.generate(CHATS[i], 1, GREEDY), 3)
     assert all(len(result) == 1 for result in results)  # still serving
     policy.close()
+
+
+def test_shared_prefix_length_leaves_each_prompt_a_token_of_its_own():
+    assert hf.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert hf.shared_prefix_length([[7, 8, 9], [7, 8, 9]]) == 2
+    assert hf.shared_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+def test_next_token_log_probs_with_a_shared_prefix_equal_a_full_pass(policy, monkeypatch):
+    """A judge's prompts share their instructions; computing those once must not change the scores."""
+    instructions = list(range(100, 140))
+    prompts = [instructions + [200 + i] * (3 + 5 * i) for i in range(4)]
+    candidates = (5, 17, 300)
+    shared = policy._next_token_batch(candidates, prompts)
+    alone = [policy._next_token_batch(candidates, [prompt])[0] for prompt in prompts]  # no prefix to share
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**6)
+    full = policy._next_token_batch(candidates, prompts)
+    assert hf.shared_prefix_length(prompts) == 40
+    assert torch.allclose(torch.tensor(shared), torch.tensor(full), atol=1e-5)
+    assert torch.allclose(torch.tensor(shared), torch.tensor(alone), atol=1e-5)
