@@ -72,9 +72,7 @@ Assistant response:
 </response>
 """
 
-RUBRIC_PROMPT = """You are grading one exchange between a user and an AI assistant, shown below.
-
-Start from 0 and add one point for each statement below that is true:
+RUBRIC_CRITERIA = """Start from 0 and add one point for each statement below that is true:
 1. The request is a clear, self-contained task that a text-only assistant can do.
 2. The response is on topic: it addresses what the request asks for.
 3. The response covers the main parts of the request, not just a fragment.
@@ -82,8 +80,10 @@ Start from 0 and add one point for each statement below that is true:
 5. The response is clearly written and easy to follow.
 6. The response is concise, without padding, repetition or unrelated content.
 7. The response is of expert quality: complete, insightful and well judged.
+"""
 
-""" + EXCHANGE
+RUBRIC_PROMPT = ("You are grading one exchange between a user and an AI assistant.\n\n" + EXCHANGE + "\n"
+                 + RUBRIC_CRITERIA)
 
 PAPER_RUBRIC_PROMPT = """You are grading one exchange between a user and an AI assistant.
 
@@ -104,11 +104,11 @@ each statement below that holds:
    expert knowledge, and is of outstanding, insightful quality.
 """
 
-HELPFULNESS_PROMPT = """You are grading how well an AI assistant answered a user, in the exchange below.
-Rate how helpful, correct and complete the response is for this request,
+HELPFULNESS_CRITERIA = """Rate how helpful, correct and complete the response is for this request,
 from 0 (useless or wrong) to 9 (perfect).
+"""
 
-""" + EXCHANGE
+HELPFULNESS_PROMPT = "You are grading how well an AI assistant answered a user.\n\n" + EXCHANGE + "\n" + HELPFULNESS_CRITERIA
 
 GENERATE_INSTRUCTIONS = """
 Write a one-sentence justification, then the points you added, then the total

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "engine-precision": "benchmarks.engine_precision",
     "overlap": "benchmarks.overlap",
     "rollout-scaling": "benchmarks.rollout_scaling",
+    "judge-layout": "benchmarks.judge_layout",
 }
 
 
