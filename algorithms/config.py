@@ -43,7 +43,7 @@ class TrainConfig:
     """Language Self-Play training settings.
 
     The defaults are a short run of the CPU recipe `recipes/instruction-following-cpu.yaml`:
-    LSP on the verifiable ConstrainedInstructions-v1 game with a LoRA adapter, sampled at
+    LSP on the verifiable ConstrainedInstructions-v2 game with a LoRA adapter, sampled at
     temperature 1.0 with min_p 0.1, then the held-out suite before and after. Paper values
     (Kuba et al., 2025) kept here: N=8 queries, beta=0.05, batch 4 with gradient accumulation 2.
     The paper's lr (3e-6; 1e-6 for GRPO) is for full fine-tuning; LoRA needs a larger one (1e-4).
@@ -81,7 +81,7 @@ class TrainConfig:
     device: str = "cpu"
     """cpu or cuda."""
     # Game and algorithm
-    game: str = "ConstrainedInstructions-v1"
+    game: str = "ConstrainedInstructions-v2"
     game_args: dict = field(default_factory=dict)
     """Extra game settings, e.g. {task: ..., template: ...}."""
     algorithm: str = "lsp"

@@ -1,4 +1,4 @@
-"""Self-judge prompt layout: criteria before the exchange (ours) against after it, on the same criteria.
+"""Self-judge prompt layout: the exchange before the criteria (ours) against the criteria first, on the same text.
 
     python -m benchmarks.judge_layout            # = lsp bench judge-layout
 
@@ -21,20 +21,17 @@ from pathlib import Path
 
 from jsonargparse import auto_cli
 
-from agents.judges import EXCHANGE, HELPFULNESS_CRITERIA, RUBRIC_CRITERIA, SelfJudge
+from agents.judges import (EXCHANGE, HELPFULNESS_CRITERIA, HELPFULNESS_PROMPT, RUBRIC_CRITERIA, RUBRIC_PROMPT,
+                           SelfJudge)
 from agents.models import DEFAULT_MODEL
 from evaluation.alpaca import HELDOUT_PROMPTS
 
-# name: (max score, criteria first (ours), exchange first)
+# name: (max score, exchange first (ours), criteria first)
 LAYOUTS = {
-    "rubric": (7, "You are grading one exchange between a user and an AI assistant, shown below.\n\n"
-                  + RUBRIC_CRITERIA + "\n" + EXCHANGE,
-               "You are grading one exchange between a user and an AI assistant.\n\n" + EXCHANGE + "\n"
-               + RUBRIC_CRITERIA),
-    "helpfulness": (9, "You are grading how well an AI assistant answered a user, in the exchange below.\n"
-                       + HELPFULNESS_CRITERIA + "\n" + EXCHANGE,
-                    "You are grading how well an AI assistant answered a user.\n\n" + EXCHANGE + "\n"
-                    + HELPFULNESS_CRITERIA),
+    "rubric": (7, RUBRIC_PROMPT, "You are grading one exchange between a user and an AI assistant, shown below.\n\n"
+               + RUBRIC_CRITERIA + "\n" + EXCHANGE),
+    "helpfulness": (9, HELPFULNESS_PROMPT, "You are grading how well an AI assistant answered a user, in the "
+                    "exchange below.\n" + HELPFULNESS_CRITERIA + "\n" + EXCHANGE),
 }
 
 
@@ -65,8 +62,8 @@ def run(settings: Settings) -> str:
              "| judge | layout | mean: on topic / off topic / degenerate | on topic scores higher than off topic "
              "/ than degenerate | seconds |", "|---|---|---|---|---|"]
     try:
-        for name, (max_score, criteria_first, exchange_first) in LAYOUTS.items():
-            for layout, prompt in (("criteria first (ours)", criteria_first), ("exchange first", exchange_first)):
+        for name, (max_score, exchange_first, criteria_first) in LAYOUTS.items():
+            for layout, prompt in (("exchange first (ours)", exchange_first), ("criteria first", criteria_first)):
                 judge = SelfJudge(policy, prompt=prompt, max_score=max_score)
                 times, scores = [], {}
                 for _ in range(settings.repeats):

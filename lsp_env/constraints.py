@@ -32,6 +32,49 @@ FORBIDDEN = ("very", "really", "thing", "good", "important", "basically", "just"
 OPENERS = ("Yes", "No", "Certainly", "Honestly", "First", "Imagine")
 CLOSERS = ("Is there anything else I can help with?", "That is all.", "Thank you for reading.", "Stay curious.")
 
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the parameters of drawn constraints are chosen from: words, phrases and numbers."""
+
+    keywords: tuple[str, ...]
+    forbidden: tuple[str, ...]
+    openers: tuple[str, ...]
+    closers: tuple[str, ...]
+    max_words: tuple[int, ...] = (20, 40, 60, 100)
+    min_words: tuple[int, ...] = (30, 40, 50)
+    max_sentences: tuple[int, ...] = (1, 2, 3)
+    repeats: tuple[int, ...] = (2, 3)
+    """keyword_frequency's counts."""
+    marks: tuple[int, ...] = (1, 2, 3)
+    """placeholders' and highlights' counts."""
+
+
+# Few words and numbers (ConstrainedInstructions v0 and v1): a solver can meet the rules by heart.
+NARROW = Vocabulary(KEYWORDS, FORBIDDEN, OPENERS, CLOSERS)
+# Many (v2): to meet a rule, a solver has to read it. Like NARROW's, none of these words is in the held-out suite.
+WIDE = Vocabulary(
+    keywords=KEYWORDS + (
+        "anchor", "basket", "bridge", "candle", "canyon", "carpet", "castle", "chapter", "circle", "climate",
+        "compass", "copper", "cotton", "crystal", "desert", "diamond", "echo", "factory", "feather", "festival",
+        "forest", "fountain", "galaxy", "glacier", "hammer", "helmet", "horizon", "island", "jacket", "jungle",
+        "kettle", "ladder", "library", "meadow", "mountain", "museum", "needle", "orchard", "palace", "pepper",
+        "planet", "pocket", "puzzle", "rabbit", "ribbon", "rocket", "saddle", "shadow", "shelter", "spirit",
+        "statue", "storm", "studio", "summit", "thunder", "ticket", "timber", "tunnel", "valley", "velvet",
+        "village", "voyage", "wagon", "whistle", "wizard", "zebra"),
+    forbidden=FORBIDDEN + (
+        "amazing", "awesome", "big", "clearly", "definitely", "great", "huge", "literally", "maybe", "obviously",
+        "often", "perhaps", "quite", "rather", "so", "stuff", "totally", "truly", "usually", "way"),
+    openers=OPENERS + ("Absolutely", "Briefly", "Indeed", "Interestingly", "Naturally", "Now", "Okay", "Today"),
+    closers=CLOSERS + ("Have a great day.", "Let me know if you have questions.", "That is my answer.", "The end.",
+                       "Thanks for asking.", "Until next time.", "Enjoy!"),
+    max_words=(15, 20, 25, 30, 35, 40, 50, 60, 75, 100),
+    min_words=(20, 25, 30, 35, 40, 45, 50),
+    max_sentences=(1, 2, 3, 4),
+    repeats=(2, 3, 4),
+    marks=(1, 2, 3, 4),
+)
+
 NEAR_MISS_CREDIT = 0.5  # the most a missed constraint earns in `partial_credit`
 
 _WORDS = re.compile(r"\b[\w'-]+\b")
@@ -89,33 +132,33 @@ class Kind:
     group: str
     instruction: str  # formatted with the parameters
     check: Callable[..., bool]  # check(response, **parameters)
-    draw: Callable[[random.Random], dict[str, Any]] = lambda rng: {}
+    draw: Callable[[random.Random, Vocabulary], dict[str, Any]] = lambda rng, vocabulary: {}
     excludes: tuple[str, ...] = ()
     closeness: Callable[..., float] = lambda text, **parameters: 0.0  # of a failing response, 0 to 1
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("max_words", "length", "Answer in at most {n} words.",
-         lambda text, n: len(_words(text)) <= n, lambda rng: {"n": rng.choice((20, 40, 60, 100))},
+         lambda text, n: len(_words(text)) <= n, lambda rng, v: {"n": rng.choice(v.max_words)},
          closeness=lambda text, n: n / len(_words(text))),
     Kind("min_words", "length", "Answer in at least {n} words.",
-         lambda text, n: len(_words(text)) >= n, lambda rng: {"n": rng.choice((30, 40, 50))},
+         lambda text, n: len(_words(text)) >= n, lambda rng, v: {"n": rng.choice(v.min_words)},
          closeness=lambda text, n: len(_words(text)) / n),
     Kind("max_sentences", "length", "Use at most {n} sentences.",
-         lambda text, n: 0 < _sentences(text) <= n, lambda rng: {"n": rng.choice((1, 2, 3))},
+         lambda text, n: 0 < _sentences(text) <= n, lambda rng, v: {"n": rng.choice(v.max_sentences)},
          closeness=lambda text, n: n / _sentences(text) if _sentences(text) else 0.0),
     Kind("include_keywords", "keywords", "Include the words {words}.",
          lambda text, words: all(_mentions(text, w) for w in words),
-         lambda rng: {"words": rng.sample(KEYWORDS, 2)},
+         lambda rng, v: {"words": rng.sample(v.keywords, 2)},
          closeness=lambda text, words: _share(sum(bool(_mentions(text, w)) for w in words), len(words))),
     Kind("forbidden_words", "keywords", "Do not use the words {words}.",
          lambda text, words: bool(text.strip()) and not any(_mentions(text, w) for w in words),
-         lambda rng: {"words": rng.sample(FORBIDDEN, 2)},
+         lambda rng, v: {"words": rng.sample(v.forbidden, 2)},
          closeness=lambda text, words: _fewer(sum(_mentions(text, w) for w in words), scale=5)
          if text.strip() else 0.0),
     Kind("keyword_frequency", "keywords", "Use the word '{word}' at least {n} times.",
          lambda text, word, n: _mentions(text, word) >= n,
-         lambda rng: {"word": rng.choice(KEYWORDS), "n": rng.choice((2, 3))},
+         lambda rng, v: {"word": rng.choice(v.keywords), "n": rng.choice(v.repeats)},
          closeness=lambda text, word, n: _mentions(text, word) / n),
     Kind("all_lowercase", "case", "Write everything in lowercase letters, with no capitals.",
          lambda text: any(c.isalpha() for c in text) and text == text.lower(),
@@ -124,10 +167,10 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          lambda text: any(c.isalpha() for c in text) and text == text.upper(),
          closeness=lambda text: _share(sum(c.isupper() for c in text), sum(c.isalpha() for c in text))),
     Kind("bullet_points", "shape", "Answer with exactly {n} bullet points, each line starting with '- '.",
-         lambda text, n: len(_BULLET.findall(text)) == n, lambda rng: {"n": rng.choice((2, 3, 4, 5))},
+         lambda text, n: len(_BULLET.findall(text)) == n, lambda rng, v: {"n": rng.choice((2, 3, 4, 5))},
          closeness=lambda text, n: _ratio(len(_BULLET.findall(text)), n)),
     Kind("paragraphs", "shape", "Write exactly {n} paragraphs, separated by blank lines.",
-         lambda text, n: _paragraphs(text) == n, lambda rng: {"n": rng.choice((2, 3, 4))},
+         lambda text, n: _paragraphs(text) == n, lambda rng, v: {"n": rng.choice((2, 3, 4))},
          closeness=lambda text, n: _ratio(_paragraphs(text), n)),
     Kind("json_output", "shape", "Give your whole answer as valid JSON (an object or a list).",
          _is_json, excludes=("opening", "closing", "marks"),
@@ -137,14 +180,14 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          closeness=lambda text: (text.strip()[:1] == '"') / 2 + (text.strip()[-1:] == '"') / 2),
     Kind("start_with", "opening", "Start your answer with the word '{word}'.",
          lambda text, word: re.match(rf"\W*{word}\b", text, re.IGNORECASE) is not None,
-         lambda rng: {"word": rng.choice(OPENERS)}, excludes=("shape",),
+         lambda rng, v: {"word": rng.choice(v.openers)}, excludes=("shape",),
          closeness=lambda text, word: float(any(w.lower() == word.lower() for w in _words(text)[:10]))),
     Kind("title", "opening", "Begin with a title in double angle brackets, like <<my title>>.",
          lambda text: re.match(r"\s*<<[^<>\n]+>>", text) is not None, excludes=("shape",),
          closeness=lambda text: float(re.search(r"<<[^<>\n]+>>", text) is not None)),
     Kind("end_with", "closing", "End your answer with the exact phrase '{phrase}', with nothing after it.",
          lambda text, phrase: text.strip().lower().endswith(phrase.lower()),
-         lambda rng: {"phrase": rng.choice(CLOSERS)}, excludes=("shape",),
+         lambda rng, v: {"phrase": rng.choice(v.closers)}, excludes=("shape",),
          closeness=lambda text, phrase: float(phrase.lower() in text.lower())),
     Kind("postscript", "closing", "End with a postscript that starts with 'P.S.'.",
          lambda text: re.search(r"^\s*P\.S\.", text, re.MULTILINE | re.IGNORECASE) is not None,
@@ -155,10 +198,10 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          lambda text: bool(text.strip()) and not any(c.isdigit() for c in text),
          closeness=lambda text: _fewer(sum(c.isdigit() for c in text)) if text.strip() else 0.0),
     Kind("placeholders", "marks", "Include at least {n} placeholders in square brackets, like [name].",
-         lambda text, n: len(re.findall(r"\[[^\[\]\n]+\]", text)) >= n, lambda rng: {"n": rng.choice((1, 2, 3))},
+         lambda text, n: len(re.findall(r"\[[^\[\]\n]+\]", text)) >= n, lambda rng, v: {"n": rng.choice(v.marks)},
          closeness=lambda text, n: len(re.findall(r"\[[^\[\]\n]+\]", text)) / n),
     Kind("highlights", "marks", "Highlight at least {n} parts with markdown, like *this part*.",
-         lambda text, n: len(re.findall(r"\*[^*\n]+\*", text)) >= n, lambda rng: {"n": rng.choice((1, 2, 3))},
+         lambda text, n: len(re.findall(r"\*[^*\n]+\*", text)) >= n, lambda rng, v: {"n": rng.choice(v.marks)},
          closeness=lambda text, n: len(re.findall(r"\*[^*\n]+\*", text)) / n),
 )}
 
@@ -192,15 +235,15 @@ def compatible(kind: Kind, chosen: Sequence[Kind]) -> bool:
                for other in chosen)
 
 
-def sample_constraints(rng: random.Random, count: int) -> list[Constraint]:
-    """`count` compatible constraints drawn with `rng`."""
+def sample_constraints(rng: random.Random, count: int, vocabulary: Vocabulary | None = None) -> list[Constraint]:
+    """`count` compatible constraints drawn with `rng`, their parameters from `vocabulary` (default `NARROW`)."""
     chosen: list[Kind] = []
     for kind in rng.sample(list(KINDS.values()), len(KINDS)):
         if len(chosen) == count:
             break
         if compatible(kind, chosen):
             chosen.append(kind)
-    return [Constraint(kind.name, kind.draw(rng)) for kind in chosen]
+    return [Constraint(kind.name, kind.draw(rng, vocabulary or NARROW)) for kind in chosen]
 
 
 def fraction_met(constraints: Sequence[Constraint], response: str) -> tuple[float, list[bool]]:

@@ -1,7 +1,7 @@
 """
 # Constrained Instructions
 
-| Creation           | `lsp_env.make("ConstrainedInstructions-v1", quality_judge=None)` (v0: no topics, strict) |
+| Creation           | `lsp_env.make("ConstrainedInstructions-v2", quality_judge=None)` (v0: no topics, strict) |
 |--------------------|------------------------------------------------------|
 | Actions            | Text (`UnicodeText`)                                 |
 | Parallel API       | No                                                   |
@@ -23,7 +23,12 @@ one question about a topic drawn from `TOPICS` (`TOPIC_PROMPT`): small models
 answer the long prompt as an assistant would ("I'm ready to help...") rather
 than with a task, and most of the time answer the short one with a real
 question (`benchmarks/RESULTS.md`). The solver observes "" until the
-task exists, then the task followed by the constraints, one per line.
+task exists, then the task followed by the constraints, one per line; with
+`rule_layout="mixed"`, half of the episodes (drawn with the seed) state them
+instead as sentences after the task, as a user would write them. With
+`vocabulary="wide"` the constraints' words, phrases and numbers come from
+`lsp_env.constraints.WIDE` (about five times as many as `NARROW`), so that the
+solver has to read a rule to meet it rather than learn a few by heart.
 
 ### Action Space
 
@@ -50,21 +55,24 @@ None) and `guards`.
 ### Arguments
 
     ConstrainedInstructions(quality_judge=None, min_constraints=1, max_constraints=3,
-                            partial_credit=False, topics=False, max_query_chars=8192, max_answer_chars=32768, guards=None,
+                            partial_credit=False, topics=False, vocabulary="narrow", rule_layout="list",
+                            max_query_chars=8192, max_answer_chars=32768, guards=None,
                             invalid_move_penalty=-1.0, render_mode=None)
 
 ### Version History
 
+* v2: v1 with `vocabulary="wide"` and `rule_layout="mixed"`: the variant the
+  CPU recipe trains on.
 * v1: `topics=True` and `partial_credit=True` by default (registered kwargs; the
-  class is the same): the variant the CPU recipe trains on.
+  class is the same).
 * v0: Initial version.
 """
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from lsp_env.constraints import Constraint, fraction_met, partial_credit, sample_constraints
+from lsp_env.constraints import NARROW, WIDE, Constraint, fraction_met, partial_credit, sample_constraints
 from lsp_env.contract import PASSED_INFO, QUALITY_INFO, REWARD_INFO
 from lsp_env.guards import GuardedGame
 from lsp_env.text_game import check_judge
@@ -105,10 +113,15 @@ class ConstrainedInstructions(GuardedGame):
     judges = ("quality_judge",)
 
     def __init__(self, quality_judge: Judge | None = None, *, min_constraints: int = 1, max_constraints: int = 3,
-                 partial_credit: bool = False, topics: bool = False, max_query_chars: int = 8192, max_answer_chars: int = 32768, guards=None,
-                 invalid_move_penalty: float = -1.0, render_mode: str | None = None):
+                 partial_credit: bool = False, topics: bool = False, vocabulary: Literal["narrow", "wide"] = "narrow",
+                 rule_layout: Literal["list", "mixed"] = "list", max_query_chars: int = 8192,
+                 max_answer_chars: int = 32768, guards=None, invalid_move_penalty: float = -1.0,
+                 render_mode: str | None = None):
         if not 1 <= min_constraints <= max_constraints <= 3:
             raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
+        if vocabulary not in ("narrow", "wide") or rule_layout not in ("list", "mixed"):
+            raise ValueError(f"vocabulary is narrow or wide (got {vocabulary!r}), rule_layout list or mixed "
+                             f"(got {rule_layout!r})")
         if quality_judge is not None:
             check_judge("quality_judge", quality_judge)
         super().__init__(
@@ -123,7 +136,10 @@ class ConstrainedInstructions(GuardedGame):
         self.constraint_range = (min_constraints, max_constraints)
         self.partial_credit = partial_credit
         self.topics = topics
+        self.vocabulary = WIDE if vocabulary == "wide" else NARROW
+        self.rule_layout = rule_layout
         self.topic: str | None = None
+        self.inline_rules = False
         self.rng = random.Random()
         self.constraints: list[Constraint] = []
         self.task: str | None = None
@@ -135,8 +151,9 @@ class ConstrainedInstructions(GuardedGame):
     def reset_game(self, seed: int | None, options: dict | None) -> str:
         if seed is not None:
             self.rng.seed(seed)
-        self.constraints = sample_constraints(self.rng, self.rng.randint(*self.constraint_range))
+        self.constraints = sample_constraints(self.rng, self.rng.randint(*self.constraint_range), self.vocabulary)
         self.topic = self.rng.choice(TOPICS) if self.topics else None
+        self.inline_rules = self.rule_layout == "mixed" and self.rng.random() < 0.5
         self.task = None
         return "challenger"
 
@@ -145,6 +162,8 @@ class ConstrainedInstructions(GuardedGame):
             return CHALLENGER_PROMPT if self.topic is None else TOPIC_PROMPT.format(topic=self.topic)
         if self.task is None:
             return ""
+        if self.inline_rules:
+            return " ".join([self.task, *(constraint.instruction for constraint in self.constraints)])
         rules = "\n".join(f"- {constraint.instruction}" for constraint in self.constraints)
         return f"{self.task}\n\nFollow these rules in your answer:\n{rules}"
 

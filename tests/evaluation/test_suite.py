@@ -53,8 +53,10 @@ def test_no_task_or_word_comes_from_training():
         assert not any(task in text or text in task for text in training), task
     used = [c.parameters for item in load_suite("if-heldout").items for c in item.constraints]
     words = {w for p in used for w in p.get("words", [])} | {p["word"] for p in used if "word" in p}
-    assert not words & {*library.KEYWORDS, *library.FORBIDDEN, *library.OPENERS}
-    assert not {p["phrase"] for p in used if "phrase" in p} & set(library.CLOSERS)
+    for vocabulary in (library.NARROW, library.WIDE):
+        assert not {w.casefold() for w in words} & {w.casefold() for w in (*vocabulary.keywords, *vocabulary.forbidden,
+                                                                           *vocabulary.openers)}
+        assert not {p["phrase"] for p in used if "phrase" in p} & set(vocabulary.closers)
 
 
 # kind: (the suite's parameters, right answer, wrong answer); edges the library's own tests leave out

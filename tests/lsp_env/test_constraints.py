@@ -217,3 +217,58 @@ def test_v1_is_v0_with_topics_and_partial_credit():
     assert type(v0) is type(v1)
     assert (v0.topics, v0.partial_credit, v1.topics, v1.partial_credit) == (False, False, True, True)
     assert not lsp_env.make("ConstrainedInstructions-v1", partial_credit=False).partial_credit
+
+
+def test_v2_is_v1_with_the_wide_vocabulary_and_mixed_rule_layouts():
+    from lsp_env.constraints import NARROW, WIDE
+
+    v1, v2 = lsp_env.make("ConstrainedInstructions-v1"), lsp_env.make("ConstrainedInstructions-v2")
+    assert (v1.vocabulary, v1.rule_layout, v2.vocabulary, v2.rule_layout) == (NARROW, "list", WIDE, "mixed")
+    assert v2.topics and v2.partial_credit
+
+
+def test_the_narrow_vocabulary_draws_what_it_always_drew():
+    """v0 and v1 episodes are those of the runs recorded in benchmarks/RESULTS.md."""
+    drawn = [c.instruction for seed in range(3) for c in sample_constraints(random.Random(seed), 3)]
+    assert drawn == ["Start your answer with the word 'Yes'.", "Answer in at least 50 words.",
+                     "End with a postscript that starts with 'P.S.'.", "Do not use the words 'important', 'basically'.",
+                     "Include at least 1 placeholders in square brackets, like [name].", "Use at most 3 sentences.",
+                     "Answer in at least 50 words.", "Include at least 2 placeholders in square brackets, like [name].",
+                     "Wrap your whole answer in double quotation marks."]
+
+
+def test_the_wide_vocabulary_draws_words_and_numbers_the_narrow_one_never_does():
+    from lsp_env.constraints import NARROW, WIDE
+
+    def drawn(vocabulary):
+        rng = random.Random(0)
+        return [c.parameters for _ in range(400) for c in sample_constraints(rng, 3, vocabulary)]
+
+    def values(parameters):
+        return {str(v) for p in parameters for value in p.values() for v in (value if isinstance(value, list) else [value])}
+
+    narrow, wide = values(drawn(NARROW)), values(drawn(WIDE))
+    assert len(wide) > 3 * len(narrow)
+    assert {"15", "75", "4"} <= wide and not {"15", "75"} & narrow
+    assert set(WIDE.keywords) > set(NARROW.keywords) and set(WIDE.closers) > set(NARROW.closers)
+
+
+def test_mixed_rule_layout_states_the_rules_inline_in_about_half_of_the_episodes():
+    layouts = []
+    for seed in range(40):
+        env = play(seed=seed, rule_layout="mixed")
+        env.step("Why is the sea salty?")
+        seen, rules = env.observe("solver"), [c.instruction for c in env.constraints]
+        inline = " ".join(["Why is the sea salty?", *rules])
+        assert seen == inline or seen.startswith("Why is the sea salty?\n\nFollow these rules in your answer:\n- ")
+        layouts.append(seen == inline)
+    assert 10 < sum(layouts) < 30
+    again = play(seed=3, rule_layout="mixed")
+    assert again.inline_rules == layouts[3]
+
+
+def test_a_wrong_vocabulary_or_layout_is_refused():
+    with pytest.raises(ValueError, match="vocabulary"):
+        lsp_env.make("ConstrainedInstructions-v0", vocabulary="huge")
+    with pytest.raises(ValueError, match="rule_layout"):
+        lsp_env.make("ConstrainedInstructions-v0", rule_layout="table")
