@@ -103,6 +103,17 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = No
     return model.eval(), tokenizer
 
 
+def slow_bf16_note(device: str) -> str | None:
+    """A note for bf16 autocast on `device`, or None where bf16 is fast: on a CPU without AMX, bf16 matrix products
+    run on AVX-512 and a default `lsp train` iteration was 1.34x slower than in float32 (benchmarks/RESULTS.md)."""
+    import torch
+
+    if not device.startswith("cpu") or torch.cpu.get_capabilities().get("amx_bf16", False):
+        return None
+    return ("this CPU has no AMX, where bf16 autocast is slower than float32 (1.34x per iteration measured); "
+            "--autocast false runs in float32")
+
+
 def tiny_model(seed: int = 0, vocab: int | None = None, hidden: int = 64, layers: int = 2):
     """A tiny randomly initialised Llama and the real SmolLM2 tokenizer, for tests and benchmarks.
 

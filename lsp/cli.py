@@ -162,6 +162,7 @@ def _train(options, argv: list[str], console: Console) -> None:
     config = None if options.resume else _setup(lambda: _dataclass(TrainConfig, options))
     if config is not None:
         _setup(lambda: check_settings(config))  # a wrong name or setting fails here, before torch loads
+    from agents.models import slow_bf16_note
     from algorithms.trainer import Trainer  # torch, transformers and vLLM load from here on
 
     if options.resume:
@@ -180,6 +181,9 @@ def _train(options, argv: list[str], console: Console) -> None:
              "engine " + trainer.parts.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else ""))
     console.print(f"run folder: [bold]{trainer.run_dir}[/]  ({where}, "
                   f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
+    note = slow_bf16_note(trainer.config.device) if trainer.config.autocast else None
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
     try:
         run_dir = trainer.train()
     finally:

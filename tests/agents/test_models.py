@@ -142,3 +142,15 @@ def test_converted_model_matches_gguf(converted):
     outputs = [m.generate(ids, max_new_tokens=16, do_sample=False) for m in (reference, model)]
     assert torch.equal(*outputs)
     assert "Paris" in tokenizer.decode(outputs[1][0, ids.shape[1] :])
+
+
+def test_slow_bf16_note_follows_the_cpus_amx_flag():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
+    has_amx = " amx_bf16" in cpuinfo.read_text()
+    note = models.slow_bf16_note("cpu")
+    assert (note is None) == has_amx
+    if note:
+        assert "--autocast false" in note
+    assert models.slow_bf16_note("cuda:0") is None
