@@ -82,9 +82,9 @@ RUBRIC_CRITERIA = """Start from 0 and add one point for each statement below tha
 7. The response is of expert quality: complete, insightful and well judged.
 """
 
-# The exchange comes before the criteria. Criteria first would let engines compute every prompt's shared
-# instructions once per batch (1.4x faster), but the CPU recipe's challenger drifted sooner with it
-# (`benchmarks/judge_layout.py`, benchmarks/RESULTS.md "Self-judges").
+# The exchange comes before the criteria, as in the paper. Criteria first would let engines compute every
+# prompt's shared instructions once per batch (a rubric batch 1.4-1.5x faster), but it changes what the judge
+# prefers (`benchmarks/judge_layout.py`, benchmarks/RESULTS.md "Self-judges").
 RUBRIC_PROMPT = ("You are grading one exchange between a user and an AI assistant.\n\n" + EXCHANGE + "\n"
                  + RUBRIC_CRITERIA)
 

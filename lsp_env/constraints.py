@@ -74,6 +74,7 @@ WIDE = Vocabulary(
     repeats=(2, 3, 4),
     marks=(1, 2, 3, 4),
 )
+VOCABULARIES = {"narrow": NARROW, "wide": WIDE}  # by the name a game's `vocabulary` setting gives
 
 NEAR_MISS_CREDIT = 0.5  # the most a missed constraint earns in `partial_credit`
 
@@ -235,15 +236,15 @@ def compatible(kind: Kind, chosen: Sequence[Kind]) -> bool:
                for other in chosen)
 
 
-def sample_constraints(rng: random.Random, count: int, vocabulary: Vocabulary | None = None) -> list[Constraint]:
-    """`count` compatible constraints drawn with `rng`, their parameters from `vocabulary` (default `NARROW`)."""
+def sample_constraints(rng: random.Random, count: int, vocabulary: Vocabulary = NARROW) -> list[Constraint]:
+    """`count` compatible constraints drawn with `rng`, their parameters from `vocabulary`."""
     chosen: list[Kind] = []
     for kind in rng.sample(list(KINDS.values()), len(KINDS)):
         if len(chosen) == count:
             break
         if compatible(kind, chosen):
             chosen.append(kind)
-    return [Constraint(kind.name, kind.draw(rng, vocabulary or NARROW)) for kind in chosen]
+    return [Constraint(kind.name, kind.draw(rng, vocabulary)) for kind in chosen]
 
 
 def fraction_met(constraints: Sequence[Constraint], response: str) -> tuple[float, list[bool]]:

@@ -72,7 +72,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal
 
-from lsp_env.constraints import NARROW, WIDE, Constraint, fraction_met, partial_credit, sample_constraints
+from lsp_env.constraints import VOCABULARIES, Constraint, fraction_met, partial_credit, sample_constraints
 from lsp_env.contract import PASSED_INFO, QUALITY_INFO, REWARD_INFO
 from lsp_env.guards import GuardedGame
 from lsp_env.text_game import check_judge
@@ -119,7 +119,7 @@ class ConstrainedInstructions(GuardedGame):
                  render_mode: str | None = None):
         if not 1 <= min_constraints <= max_constraints <= 3:
             raise ValueError("need 1 <= min_constraints <= max_constraints <= 3")
-        if vocabulary not in ("narrow", "wide") or rule_layout not in ("list", "mixed"):
+        if vocabulary not in VOCABULARIES or rule_layout not in ("list", "mixed"):
             raise ValueError(f"vocabulary is narrow or wide (got {vocabulary!r}), rule_layout list or mixed "
                              f"(got {rule_layout!r})")
         if quality_judge is not None:
@@ -136,7 +136,7 @@ class ConstrainedInstructions(GuardedGame):
         self.constraint_range = (min_constraints, max_constraints)
         self.partial_credit = partial_credit
         self.topics = topics
-        self.vocabulary = WIDE if vocabulary == "wide" else NARROW
+        self.vocabulary = VOCABULARIES[vocabulary]
         self.rule_layout = rule_layout
         self.topic: str | None = None
         self.inline_rules = False
