@@ -1,6 +1,7 @@
 """The `lsp` command line."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,18 @@ def test_play_shows_each_players_own_outcome(tiny_path):
     else:
         for agent, outcome in outcomes.items():
             assert outcome is None or f"{agent} outcome: {outcome}" in out
+
+
+@pytest.mark.parametrize("autocast", ["true", "false"])
+def test_train_notes_that_bf16_is_slow_on_a_cpu_without_amx(autocast, tiny_path, tmp_path, capsys, monkeypatch):
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
+    monkeypatch.setenv("COLUMNS", "250")
+    code = main(["train", "--game", "ConstrainedInstructions-v0", "--engine", "hf", "--model", tiny_path,
+                 "--autocast", autocast, "--num_queries", "2", "--group_size", "2", "--batch_size", "1",
+                 "--grad_accumulation", "2", "--max_new_tokens", "8", "--iterations", "1", "--eval_suite", "null",
+                 "--output", str(tmp_path)])
+    assert code == 0
+    noted = "no AMX, where bf16 autocast is slower" in capsys.readouterr().out
+    assert noted == (autocast == "true" and " amx_bf16" not in cpuinfo.read_text())
