@@ -103,15 +103,21 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = No
     return model.eval(), tokenizer
 
 
-def slow_bf16_note(device: str) -> str | None:
-    """A note for bf16 autocast on `device`, or None where bf16 is fast: on a CPU without AMX, bf16 matrix products
-    run on AVX-512 and a default `lsp train` iteration was 1.34x slower than in float32 (benchmarks/RESULTS.md)."""
+def bf16_is_fast(device: str) -> bool:
+    """Whether bf16 matrix products are faster than float32 ones on `device`: on GPUs, and on CPUs with AMX. Without
+    AMX a default `lsp train` iteration was 1.34x slower in bf16 with AVX-512 and over 5x with AVX2 alone
+    (benchmarks/RESULTS.md)."""
     import torch
 
-    if not device.startswith("cpu") or torch.cpu.get_capabilities().get("amx_bf16", False):
+    return not device.startswith("cpu") or bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+
+
+def slow_bf16_note(device: str) -> str | None:
+    """A note for bf16 autocast asked for on `device`, or None where bf16 is fast (`bf16_is_fast`)."""
+    if bf16_is_fast(device):
         return None
-    return ("this CPU has no AMX, where bf16 autocast is slower than float32 (1.34x per iteration measured); "
-            "--autocast false runs in float32")
+    return ("this CPU has no AMX, where bf16 autocast is slower than float32 (1.34x per iteration with AVX-512, over "
+            "5x with AVX2 alone); leave --autocast unset, or pass false, to run in float32")
 
 
 def tiny_model(seed: int = 0, vocab: int | None = None, hidden: int = 64, layers: int = 2):

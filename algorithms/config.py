@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from agents.lora import ALL_LINEAR
-from agents.models import DEFAULT_MODEL
+from agents.models import DEFAULT_MODEL, bf16_is_fast
 
 SAMPLE_PROMPTS = str(Path(__file__).parent / "data" / "sample_prompts.jsonl")
 
@@ -68,9 +68,10 @@ class TrainConfig:
     """A weight sync (push and verification) that takes longer stops the run."""
     dtype: str = "float32"
     """float32 or bfloat16."""
-    autocast: bool = True
+    autocast: bool | None = None
     """Compute the trainer's forward passes, the reference and the self-judges in bfloat16 autocast, with
-    float32 weights (dtype float32). Fast on CPUs with AMX and on GPUs."""
+    float32 weights (dtype float32). Default (null): on where bfloat16 is fast, a GPU or a CPU with AMX, and off
+    elsewhere, where it was 1.34x (AVX-512) to over 5x (AVX2 only) slower per iteration (benchmarks/RESULTS.md)."""
     engine_dtype: str | None = None
     """dtype of the vllm engines (the policy's, and the self-judges' if on vllm): default bfloat16 under autocast, else
     dtype. Sampling in bfloat16 is 1.7x faster on CPU; the trainer recomputes every log-prob it trains on, so
@@ -170,6 +171,8 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.cluster, dict):  # from YAML
             self.cluster = ClusterConfig(**self.cluster)
+        if self.autocast is None:
+            self.autocast = bf16_is_fast(self.device)
         if self.num_queries < 1:
             raise ValueError("num_queries must be at least 1")
         batch_size, grad_accumulation = self.micro_batches()

@@ -180,7 +180,8 @@ def _train(options, argv: list[str], console: Console) -> None:
              f"{cluster.trainer_processes} trainer processes" if cluster.address else
              "engine " + trainer.parts.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else ""))
     console.print(f"run folder: [bold]{trainer.run_dir}[/]  ({where}, "
-                  f"algorithm {trainer.config.algorithm}, game {trainer.config.game})")
+                  f"algorithm {trainer.config.algorithm}, game {trainer.config.game}, "
+                  f"{'bf16 autocast' if trainer.config.autocast else trainer.config.dtype})")
     note = slow_bf16_note(trainer.config.device) if trainer.config.autocast else None
     if note:
         console.print(f"[yellow]note:[/] {note}")

@@ -119,16 +119,19 @@ def test_play_shows_each_players_own_outcome(tiny_path):
             assert outcome is None or f"{agent} outcome: {outcome}" in out
 
 
-@pytest.mark.parametrize("autocast", ["true", "false"])
+@pytest.mark.parametrize("autocast", ["true", "false", None])
 def test_train_notes_that_bf16_is_slow_on_a_cpu_without_amx(autocast, tiny_path, tmp_path, capsys, monkeypatch):
+    """Asked for on a CPU without AMX, bf16 autocast gets a note; left unset, it is on exactly where the CPU has AMX."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
     monkeypatch.setenv("COLUMNS", "250")
     code = main(["train", "--game", "ConstrainedInstructions-v0", "--engine", "hf", "--model", tiny_path,
-                 "--autocast", autocast, "--num_queries", "2", "--group_size", "2", "--batch_size", "1",
+                 *(["--autocast", autocast] if autocast else []), "--num_queries", "2", "--group_size", "2", "--batch_size", "1",
                  "--grad_accumulation", "2", "--max_new_tokens", "8", "--iterations", "1", "--eval_suite", "null",
                  "--output", str(tmp_path)])
     assert code == 0
-    noted = "no AMX, where bf16 autocast is slower" in capsys.readouterr().out
-    assert noted == (autocast == "true" and " amx_bf16" not in cpuinfo.read_text())
+    out, has_amx = capsys.readouterr().out, " amx_bf16" in cpuinfo.read_text()
+    assert ("no AMX, where bf16 autocast is slower" in out) == (autocast == "true" and not has_amx)
+    autocast_on = autocast == "true" or (autocast is None and has_amx)
+    assert ("game ConstrainedInstructions-v0, bf16 autocast)" if autocast_on else "v0, float32)") in out

@@ -149,8 +149,9 @@ def test_slow_bf16_note_follows_the_cpus_amx_flag():
     if not cpuinfo.exists():
         pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
     has_amx = " amx_bf16" in cpuinfo.read_text()
+    assert models.bf16_is_fast("cpu") == has_amx
     note = models.slow_bf16_note("cpu")
     assert (note is None) == has_amx
     if note:
-        assert "--autocast false" in note
-    assert models.slow_bf16_note("cuda:0") is None
+        assert "--autocast unset, or pass false" in note
+    assert models.bf16_is_fast("cuda:0") and models.slow_bf16_note("cuda:0") is None

@@ -1,4 +1,6 @@
 """`TrainConfig`: settings that must agree are derived, and what cannot work is refused."""
+from pathlib import Path
+
 import pytest
 
 from algorithms.config import TrainConfig
@@ -29,13 +31,24 @@ def test_micro_batches_that_do_not_make_one_step_are_refused():
 
 
 @pytest.mark.parametrize("settings, dtype", [
-    ({}, "bfloat16"),  # sampling in bfloat16 under autocast
+    ({"autocast": True}, "bfloat16"),  # sampling in bfloat16 under autocast
     ({"autocast": False}, "float32"),
     ({"autocast": False, "dtype": "bfloat16"}, "bfloat16"),
     ({"engine_dtype": "float32"}, "float32"),
 ])
 def test_engine_dtype_follows_autocast_unless_given(settings, dtype):
     assert TrainConfig(**settings).engine_dtype_name() == dtype
+
+
+def test_autocast_defaults_to_on_where_bf16_is_fast():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
+    on_this_cpu = TrainConfig()
+    assert on_this_cpu.autocast is (" amx_bf16" in cpuinfo.read_text())
+    assert on_this_cpu.engine_dtype_name() == ("bfloat16" if on_this_cpu.autocast else "float32")
+    assert TrainConfig(device="cuda").autocast is True
+    assert TrainConfig(autocast=False, device="cuda").autocast is False
 
 
 @pytest.mark.parametrize("settings, message", [
