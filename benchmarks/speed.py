@@ -23,7 +23,7 @@ from benchmarks.iteration_time import Settings as IterationSettings
 
 # The LSP iteration timed: the judged game (R and R_Q self-judged for every answer) with `lsp train`'s defaults
 # for LoRA, autocast and sampling.
-LSP_RUN = replace(TIMED_RUN, lora_rank=16, autocast=True, min_p=0.1)
+LSP_RUN = replace(TIMED_RUN, lora_rank=16, autocast=None, min_p=0.1)
 
 
 @dataclass

@@ -10,7 +10,7 @@ cheap programmatic reward (answer length, capped), so that the step time is the
 framework's own (generation, reference log-probs, loss, optimizer, weight
 sync). Each side makes one optimizer step per `num_prompts` x `group_size`
 completions, with two gradient-accumulation micro-batches, at its own
-defaults for this CPU: ours bfloat16 autocast with float32 weights and vLLM
+defaults for this CPU: ours bfloat16 autocast where it is fast (AMX), with float32 weights and vLLM
 sampling in bfloat16; TRL's `bf16=True` with gradient checkpointing, and
 again without it (`trl_variants`). Each side runs in its own process
 (`benchmarks.fresh_process`), which also reports its peak memory and shows
@@ -29,7 +29,7 @@ from jsonargparse import auto_cli
 
 from agents.agent import PromptAgent
 from agents.judges import FunctionJudge
-from agents.models import DEFAULT_MODEL
+from agents.models import DEFAULT_MODEL, bf16_is_fast
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
 from benchmarks.fresh_process import run_fresh
 
@@ -56,8 +56,9 @@ class Settings:
     model: str = DEFAULT_MODEL
     engine: str = "vllm"
     """Our policy engine (hf, vllm, auto)."""
-    autocast: bool = True
-    """Our side in bfloat16 autocast with float32 weights, sampling in bfloat16 on vLLM (`lsp train`'s default)."""
+    autocast: bool | None = None
+    """Our side in bfloat16 autocast with float32 weights, sampling in bfloat16 on vLLM; unset: `lsp train`'s default
+    (on where bf16 is fast)."""
     trl_variants: list[TRLVariant] = field(default_factory=lambda: [TRLVariant(), TRLVariant(True, False)])
     """TRL runs once per variant; the first is TRL's defaults."""
     trl_use_vllm: bool = False
@@ -169,7 +170,8 @@ def compare(settings: Settings) -> tuple[str, float, dict]:
              f"warm-up, each side in a fresh process, {platform.machine()} with {_cores()} cores", "",
              "| trainer | seconds per step (median) | all steps | ours / this | peak RSS (GiB) | torch threads | "
              "vLLM loaded |", "|---|---|---|---|---|---|---|"]
-    ours_name = f"ours (`grpo`, engine {results['ours']['engine']}, {'bf16 autocast' if settings.autocast else 'float32'})"
+    autocast = bf16_is_fast("cpu") if settings.autocast is None else settings.autocast
+    ours_name = f"ours (`grpo`, engine {results['ours']['engine']}, {'bf16 autocast' if autocast else 'float32'})"
     for name, result in results.items():
         label = ours_name if name == "ours" else f"TRL `GRPOTrainer` ({trl_engine} generation, {name})"
         ratio = "" if name == "ours" else f"{medians['ours'] / medians[name]:.2f}"
