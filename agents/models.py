@@ -107,9 +107,14 @@ def bf16_is_fast(device: str) -> bool:
     """Whether bf16 matrix products are faster than float32 ones on `device`: on GPUs, and on CPUs with AMX. Without
     AMX a default `lsp train` iteration was 1.34x slower in bf16 with AVX-512 and over 5x with AVX2 alone
     (benchmarks/RESULTS.md)."""
+    if not device.startswith("cpu"):
+        return True
+    cpuinfo = Path("/proc/cpuinfo")  # read without importing torch, so that bad settings fail fast
+    if cpuinfo.exists():
+        return " amx_bf16" in cpuinfo.read_text()
     import torch
 
-    return not device.startswith("cpu") or bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+    return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
 
 
 def slow_bf16_note(device: str) -> str | None:
