@@ -29,7 +29,7 @@ from jsonargparse import auto_cli
 
 from agents.agent import PromptAgent
 from agents.judges import FunctionJudge
-from agents.models import DEFAULT_MODEL, bf16_is_fast
+from agents.models import DEFAULT_MODEL
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig
 from benchmarks.fresh_process import run_fresh
 
@@ -79,7 +79,7 @@ def length_reward(answer: str) -> float:
 
 def ours(settings: Settings) -> dict:
     """Seconds per optimizer step of our trainer with the `grpo` algorithm (`times`), the median of each phase
-    (`phases`) and the engine it used."""
+    (`phases`), the engine it used and whether it ran under bf16 autocast."""
     from algorithms.trainer import Trainer
 
     config = TrainConfig(model=settings.model, engine=settings.engine, algorithm="grpo", prompts=SAMPLE_PROMPTS,
@@ -103,7 +103,8 @@ def ours(settings: Settings) -> dict:
         trainer.close()
     phases = {key.split("/")[1]: statistics.median(r[key] for r in records[settings.warmup:])
               for key in records[0] if key.startswith("time/") and key != "time/iteration"}
-    return {"times": times[settings.warmup:], "phases": phases, "engine": trainer.parts.policy.name}
+    return {"times": times[settings.warmup:], "phases": phases, "engine": trainer.parts.policy.name,
+            "autocast": config.autocast}
 
 
 def trl(arguments: tuple[Settings, TRLVariant]) -> dict:
@@ -170,8 +171,8 @@ def compare(settings: Settings) -> tuple[str, float, dict]:
              f"warm-up, each side in a fresh process, {platform.machine()} with {_cores()} cores", "",
              "| trainer | seconds per step (median) | all steps | ours / this | peak RSS (GiB) | torch threads | "
              "vLLM loaded |", "|---|---|---|---|---|---|---|"]
-    autocast = bf16_is_fast("cpu") if settings.autocast is None else settings.autocast
-    ours_name = f"ours (`grpo`, engine {results['ours']['engine']}, {'bf16 autocast' if autocast else 'float32'})"
+    precision = "bf16 autocast" if results["ours"]["autocast"] else "float32"
+    ours_name = f"ours (`grpo`, engine {results['ours']['engine']}, {precision})"
     for name, result in results.items():
         label = ours_name if name == "ours" else f"TRL `GRPOTrainer` ({trl_engine} generation, {name})"
         ratio = "" if name == "ours" else f"{medians['ours'] / medians[name]:.2f}"

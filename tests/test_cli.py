@@ -127,7 +127,8 @@ def test_train_notes_that_bf16_is_slow_on_a_cpu_without_amx(autocast, tiny_path,
         pytest.skip("needs /proc/cpuinfo to know the CPU's flags independently of torch")
     monkeypatch.setenv("COLUMNS", "250")
     code = main(["train", "--game", "ConstrainedInstructions-v0", "--engine", "hf", "--model", tiny_path,
-                 *(["--autocast", autocast] if autocast else []), "--num_queries", "2", "--group_size", "2", "--batch_size", "1",
+                 *(["--autocast", autocast] if autocast else []), "--num_queries", "2", "--group_size", "2",
+                 "--batch_size", "1",
                  "--grad_accumulation", "2", "--max_new_tokens", "8", "--iterations", "1", "--eval_suite", "null",
                  "--output", str(tmp_path)])
     assert code == 0
