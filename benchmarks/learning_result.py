@@ -57,15 +57,19 @@ def train(settings: Settings, algorithm: str) -> Path:
 
 
 def keep(settings: Settings, algorithm: str, run_dir: Path, reports: dict[str, Path]) -> None:
-    """Copy the final adapter, the metrics and the evaluation reports into `results/ALGORITHM/`."""
+    """Copy the final adapter, the run's metrics, transcripts and curves, and the evaluation reports (with the
+    held-out summary and plot) into `results/ALGORITHM/`."""
     target = Path(settings.results) / algorithm
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(latest_checkpoint(run_dir) / "model", target)
-    for name in ("metrics.jsonl", "config.yaml", "eval.json"):
+    for name in ("metrics.jsonl", "config.yaml", "eval.json", "transcripts.md", "curves.png"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, target / name)
     for name, folder in reports.items():
         shutil.copy(folder / "report.json", target / f"{name}.report.json")
+    for source, name in (("summary.md", "heldout.summary.md"), ("strict_pass.png", "strict_pass.png")):
+        if (reports["heldout"] / source).exists():
+            shutil.copy(reports["heldout"] / source, target / name)
 
 
 def run(settings: Settings) -> str:

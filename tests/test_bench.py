@@ -63,3 +63,34 @@ def test_a_benchmark_part_runs_in_a_fresh_process_with_its_own_peak_memory(tmp_p
     assert large["vllm_imported"] is False and large["torch_threads"] >= 1
     with pytest.raises(PartFailed, match="parts_for_test:fail"):
         run_fresh("parts_for_test:fail", None)
+
+
+def test_the_learning_result_keeps_the_adapter_the_run_record_and_the_reports(tmp_path):
+    from benchmarks.learning_result import Settings, keep
+
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoints" / "iter_000002"
+    (checkpoint / "model").mkdir(parents=True)
+    (checkpoint / "model" / "adapter_model.safetensors").write_text("adapter")
+    (checkpoint / "trainer.pt").write_text("state")
+    (checkpoint / "config.yaml").write_text("{}")
+    (run_dir / "checkpoints" / "latest").write_text("iter_000002")
+    run_files = ("metrics.jsonl", "config.yaml", "eval.json", "transcripts.md", "curves.png")
+    for name in run_files:
+        (run_dir / name).write_text(name)
+    reports = {}
+    for report in ("heldout", "winrate"):
+        reports[report] = tmp_path / report
+        reports[report].mkdir()
+        (reports[report] / "report.json").write_text(report)
+    (reports["heldout"] / "summary.md").write_text("summary")
+    (reports["heldout"] / "strict_pass.png").write_text("plot")
+
+    keep(Settings(results=str(tmp_path / "results")), "lsp", run_dir, reports)
+    kept = tmp_path / "results" / "lsp"
+    assert (kept / "adapter_model.safetensors").read_text() == "adapter"
+    assert all((kept / name).read_text() == name for name in run_files)
+    assert (kept / "heldout.report.json").read_text() == "heldout"
+    assert (kept / "winrate.report.json").read_text() == "winrate"
+    assert (kept / "heldout.summary.md").read_text() == "summary"
+    assert (kept / "strict_pass.png").read_text() == "plot"
