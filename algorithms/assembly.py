@@ -82,7 +82,7 @@ class RunParts:
         with base_weights(self.reference_model), autocast:
             for rows in training_passes(batch, self.config.micro_batches()[0], self.config.rows_per_pass):
                 reference[rows] = token_log_probs(self.reference_model.eval(), tokens[rows], attention[rows],
-                                                  response[rows], self.sampling)
+                                                  response[rows], self.sampling, packed=self.config.packing)
         batch.set(REF_LOG_PROBS, reference)
 
     def pad_token_id(self) -> int:
@@ -146,6 +146,8 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
         policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
                              device=config.device, seed=config.seed, server_url=config.server_url,
                              server_timeout_s=config.server_timeout_s, kv_cache_gib=config.kv_cache_gib)
+    if config.overlap and getattr(policy, "threads", None):  # sampling shares the cores with the training step
+        policy.threads = 1
     if config.overlap and isinstance(policy, HFPolicy) and policy.model is model:
         raise ValueError("overlap samples while the model trains, so the engine needs its own copy of the weights: "
                          "use --engine vllm (or openai), or turn overlap off")
@@ -154,7 +156,8 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
                          lock=policy._lock if shares_model else None,  # one model: adapter on, then off
                          autocast=torch.bfloat16 if config.autocast else None)
     sampling = config.sampling()
-    loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model)
+    loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model,
+                           packed=config.packing)
     parts = RunParts(config, algorithm_class, algorithm_config, model, tokenizer, reference_model, policy, reference,
                      sampling, loss, judges={})
     parts.judges = _self_judges(parts) if judges is None else judges

@@ -100,15 +100,17 @@ class SelfPlayLoss(GRPOLoss):
 
     def __init__(self, actor_network: torch.nn.Module, config: AlgorithmConfig | None = None,
                  sampling: SamplingParams | None = None, reference_network: torch.nn.Module | None = None,
-                 **settings):
+                 packed: bool = False, **settings):
         """`sampling`: the distribution the rollouts were sampled from (default: the raw model's);
-        `reference_network`: pi_ref, for `kl_estimator="exact"` (with LoRA, the actor: its base weights are used)."""
+        `reference_network`: pi_ref, for `kl_estimator="exact"` (with LoRA, the actor: its base weights are used);
+        `packed`: compute the log-probs on packed rows (`agents.logprobs.packed_hidden_states`)."""
         config = config or self.Config.from_kwargs(**settings)
         super().__init__(actor_network, entropy_bonus=False, aggregation=config.aggregation,
                          kl_to_ref_coeff=config.beta or None, masking_strategy="sft",
                          clip_epsilon=config.clip_epsilon or 0.2)
         self.config = config
         self.sampling = sampling
+        self.packed = packed
         if config.kl_estimator == "exact" and config.beta:
             if reference_network is None:
                 raise ValueError("kl_estimator='exact' needs the reference model (reference_network)")
@@ -169,7 +171,7 @@ class SelfPlayLoss(GRPOLoss):
     def _log_weight(self, tensordict: TensorDictBase, adv_shape: torch.Size):
         mask = tensordict.get(RESPONSE_MASK).bool()
         current = token_log_probs(self.actor_network, tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK), mask,
-                                  self.sampling)
+                                  self.sampling, packed=self.packed)
         current = torch.where(mask, current, torch.zeros_like(current))
         sampler = torch.where(mask, tensordict.get(SAMPLER_LOG_PROBS), torch.zeros_like(current))
         tensordict.set("_cur_log_prob", current)

@@ -131,7 +131,7 @@ class TrainerWorker:
             distributed.shard(model)
         self.model = model
         self.loss = algorithm_class(model, config=algorithm_config, sampling=config.sampling(),
-                                    reference_network=reference_model)
+                                    reference_network=reference_model, packed=config.packing)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                            weight_decay=config.weight_decay)
         if resume_from:

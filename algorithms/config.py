@@ -129,6 +129,10 @@ class TrainConfig:
     come from the weights before the last step, so the loss weighs them by pi / pi_sampler, clipped at
     `algorithm_args.clip_epsilon` (0.2 unless given). Needs an engine with its own copy of the weights (vllm,
     openai). Off by default: on a 2-core CPU both phases share the cores (benchmarks/RESULTS.md)."""
+    packing: bool = False
+    """Run each pass's rows as one sequence without padding (position ids restart per row, a block-diagonal
+    mask keeps rows apart). No pad token is computed, but on a CPU the mask is dense, so attention costs more
+    than the padding saves (benchmarks/RESULTS.md); worth trying with a varlen attention kernel on a GPU."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them: less memory for the
     training step, at the cost of a second forward (transformers' `gradient_checkpointing_enable`)."""

@@ -29,6 +29,7 @@ from algorithms.base import RESPONSE_MASK
 from algorithms.batch import make_batch, rollout_rows
 from algorithms.collector import Collector, Rollout
 from algorithms.config import TrainConfig
+from algorithms.memory import PeakMemory, release_freed_memory
 from algorithms.metrics import iteration_metrics
 from algorithms.run_log import RunLog, plot_curves
 from algorithms.update import optimizer_step
@@ -58,6 +59,7 @@ class Trainer:
         self.collector = Collector(self.parts.make_env, self.parts.players(), config.group_size)
         self.next_rollout: Future | None = None  # with overlap: the next iteration's, being collected
         self.overlap_thread = ThreadPoolExecutor(1, thread_name_prefix="overlap") if config.overlap else None
+        self.peak_memory = PeakMemory()
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- resume -----------------------------------------------------------------
@@ -156,6 +158,7 @@ class Trainer:
         torch.manual_seed(config.seed * 1_000_003 + iteration)
         failures_before = {name: getattr(j, "failures", 0) for name, j in self.parts.judges.items() if j}
         rollout = self.next_rollout.result() if self.next_rollout else self.collect(iteration)
+        peaks = {"collect": self.peak_memory.take()}
         self.next_rollout = None
         if config.overlap and iteration < config.iterations:  # sampled with these weights, trained on after the step
             self.next_rollout = self.overlap_thread.submit(self.collect, iteration + 1)
@@ -166,6 +169,7 @@ class Trainer:
         tick = time.perf_counter()
         self.parts.fill_reference_log_probs(batch)
         reference_time = time.perf_counter() - tick
+        peaks["reference"] = self.peak_memory.take()
         release_freed_memory()
 
         tick = time.perf_counter()
@@ -173,12 +177,14 @@ class Trainer:
         losses = optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
                                 config.max_grad_norm, config.autocast, rows_per_pass=config.rows_per_pass)
         train_time = time.perf_counter() - tick
+        peaks["train"] = self.peak_memory.take()
 
         tick = time.perf_counter()
         if self.next_rollout:
             wait([self.next_rollout])  # the engine takes new weights between collections only
         waited = time.perf_counter() - tick
         sync = self.weight_sync()
+        peaks["sync"] = self.peak_memory.take()
         release_freed_memory()
 
         metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names)
@@ -195,6 +201,7 @@ class Trainer:
             "time/iteration": time.perf_counter() - start,
             "throughput/generated_tokens_per_s": generated / max(rollout.timings.get("generate", 0.0), 1e-9),
         })
+        metrics.update(memory_metrics(peaks, by_phase=not config.overlap))
         return metrics, rollout
 
     def save(self, iteration: int) -> Path:
@@ -204,32 +211,21 @@ class Trainer:
                                           extra={"algorithm": self.loss.algorithm_state()})
 
     def close(self) -> None:
+        self.peak_memory.close()
         if self.overlap_thread:  # a run stopped by its time limit leaves one collection running
             self.overlap_thread.shutdown(wait=True)
         self.parts.close()
 
 
-def release_freed_memory() -> None:
-    """Give memory that was freed back to the operating system (glibc only; elsewhere a no-op).
-
-    glibc keeps freed blocks for reuse by the thread that freed them, so without this each phase of an iteration
-    (sampling and judging in worker threads, the reference pass, the training step) adds its transient peak to
-    the last ones': the process's resident memory then grows to their sum (benchmarks/RESULTS.md)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-_LIBC = _glibc()
+def memory_metrics(peaks: dict[str, float | None], by_phase: bool = True) -> dict[str, float]:
+    """`memory/peak_gib`: the iteration's peak resident memory, and with `by_phase` each phase's
+    (`memory/peak_gib/train`, ...); with overlap, collection runs beside the other phases, so only the total."""
+    if None in peaks.values():
+        return {}
+    metrics = {"memory/peak_gib": max(peaks.values())}
+    if by_phase:
+        metrics |= {f"memory/peak_gib/{phase}": peak for phase, peak in peaks.items()}
+    return metrics
 
 
 def iteration_seed(config: TrainConfig, iteration: int) -> int:

@@ -95,19 +95,25 @@ def run(settings: Settings) -> str:
 
 def sample_timed(policy, prompts: list[str], settings: Settings) -> tuple[int, float]:
     """(tokens, seconds) over `repeats` recipe-like generation rounds after a warm-up round."""
-    params = SamplingParams(settings.max_new_tokens, temperature=1.0, min_p=0.1)
     tokens, seconds = 0, 0.0
     for round_ in range(settings.repeats + 1):
-        torch.manual_seed(round_)
-        tasks = prompts[8 * round_:8 * round_ + 8]
         start = time.perf_counter()
-        queries = policy.generate_batch([[{"role": "user", "content": f"Ask me one question about {task[:60]}. "
-                                           "Write only the question."}] for task in tasks], 1, params)
-        answers = policy.generate_batch([[{"role": "user", "content": task}] for task in tasks], 4, params)
+        generated = sample_round(policy, prompts[8 * round_:8 * round_ + 8], settings.max_new_tokens, seed=round_)
         if round_:
             seconds += time.perf_counter() - start
-            tokens += sum(len(c.token_ids) for group in queries + answers for c in group)
+            tokens += generated
     return tokens, seconds
+
+
+def sample_round(policy, tasks: list[str], max_new_tokens: int, seed: int) -> int:
+    """One iteration's generation as the recipe samples it: a question about each task, then 4 answers to each
+    task (temperature 1, min_p 0.1); returns the tokens generated."""
+    params = SamplingParams(max_new_tokens, temperature=1.0, min_p=0.1)
+    torch.manual_seed(seed)
+    queries = policy.generate_batch([[{"role": "user", "content": f"Ask me one question about {task[:60]}. "
+                                       "Write only the question."}] for task in tasks], 1, params)
+    answers = policy.generate_batch([[{"role": "user", "content": task}] for task in tasks], 4, params)
+    return sum(len(c.token_ids) for group in queries + answers for c in group)
 
 
 def judge_timed(policy, batches) -> tuple[float, list[float]]:

@@ -56,3 +56,35 @@ def test_pad_rows_right_pads_prompt_and_completion_with_their_masks():
     assert tokens.tolist() == [[5, 6, 8, 0], [7, 9, 10, 11]]
     assert attention.tolist() == [[True, True, True, False], [True, True, True, True]]
     assert response.tolist() == [[False, False, True, False], [False, True, True, True]]
+
+
+def test_packed_rows_give_the_padded_log_probs_and_gradients():
+    """Rows of different lengths packed into one sequence (position ids restarting per row, no pad tokens) give
+    the same log-probs, and the same gradients of a loss over them, as the padded batch."""
+    from agents.logprobs import pad_rows, token_log_probs
+
+    model, _ = tiny_model(seed=4)
+    prompts = [[5, 9, 13, 2, 8, 30], [7, 3], [11, 12, 13, 14], [40]]
+    completions = [[21, 22, 23], [24, 25, 26, 27, 28, 29, 31], [32], [33, 34]]
+    tokens, attention, response = pad_rows(prompts, completions)
+    results = []
+    for packed in (False, True):
+        model.zero_grad()
+        out = token_log_probs(model, tokens, attention, response, SamplingParams(temperature=0.8, min_p=0.05),
+                              packed=packed)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()  # weights differ per position
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (padded, padded_grads), (packed, packed_grads) = results
+    assert torch.allclose(packed, padded, atol=1e-5)
+    assert (packed[~response] == 0).all() and (packed[response] < 0).any()
+    for a, b in zip(padded_grads, packed_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_packing_refuses_left_padded_rows():
+    from agents.logprobs import packed_hidden_states
+
+    model, _ = tiny_model(seed=4)
+    tokens = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    with pytest.raises(ValueError, match="right-padded"):
+        packed_hidden_states(model, tokens, torch.tensor([[0, 1, 1], [1, 1, 1]]))

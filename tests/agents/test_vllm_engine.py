@@ -121,6 +121,24 @@ def test_concurrent_calls_share_engine_calls(engine):
     assert engine.stats["engine_calls"] - before <= 3
 
 
+def test_engine_calls_use_the_processes_torch_threads_and_give_them_back(engine):
+    """vLLM cuts torch to one thread while it starts; engine calls run with the count the process had before
+    (all the cores unless limited), and the count set outside a call is what the next code gets."""
+    assert engine.threads == torch.get_num_threads() >= 1
+    seen = []
+    engine.threads, threads = 1, engine.threads
+    outer = torch.get_num_threads()
+    try:
+        original_generate = engine.llm.generate
+        engine.llm.generate = lambda *args, **kwargs: seen.append(torch.get_num_threads()) or original_generate(
+            *args, **kwargs)
+        engine.generate(CHATS[0], 1, GREEDY)
+    finally:
+        engine.llm.generate = original_generate
+        engine.threads = threads
+    assert seen == [1] and torch.get_num_threads() == outer
+
+
 def test_weight_update_changes_outputs_and_matches_the_trainer(engine, restore_weights):
     [before] = engine.generate(CHATS[0], 1, GREEDY)
     trained, tokenizer = load_model(resolve_model())
