@@ -6,7 +6,6 @@ call (prompts left-padded, each prompt repeated for its `n` samples).
 """
 from __future__ import annotations
 
-import copy
 import threading
 from contextlib import contextmanager, nullcontext
 from typing import Mapping, Sequence
@@ -20,7 +19,7 @@ from agents.lora import base_weights
 from agents.models import DEFAULT_MODEL, load_model
 from agents.policy import Chat, Completion, Policy, SamplingParams
 
-SCORE_BATCH_ROWS = 8  # sequences per padded scoring or next-token batch (benchmarks/judge_batching.py)
+SCORE_BATCH_ROWS = 8  # sequences per padded scoring batch
 MIN_SHARED_PREFIX = 16  # tokens: a shorter common prefix of a next-token batch is not worth a separate pass
 
 
@@ -35,15 +34,10 @@ class HFPolicy(Policy):
     name = "hf"
 
     def __init__(self, model, tokenizer, max_batch_size: int = 64, max_wait_s: float = 0.01, base_only: bool = False,
-                 lock: threading.Lock | None = None, autocast: torch.dtype | None = None,
-                 score_batch_rows: int = SCORE_BATCH_ROWS):
+                 lock: threading.Lock | None = None, autocast: torch.dtype | None = None):
         """`base_only`: compute with the base weights of a LoRA model (the adapter switched off);
         `lock`: share one lock with other policies over the same model; `autocast`: compute in this dtype
-        (e.g. bfloat16) with the weights kept as they are; `score_batch_rows`: rows per forward pass of
-        `score` and `next_token_logprobs` (rows of similar length go together)."""
-        if score_batch_rows < 1:
-            raise ValueError(f"score_batch_rows must be at least 1, got {score_batch_rows}")
-        self.score_batch_rows = score_batch_rows
+        (e.g. bfloat16) with the weights kept as they are."""
         self.model = model
         self.base_only = base_only
         self.autocast = autocast
@@ -106,7 +100,7 @@ class HFPolicy(Policy):
         tokens, attention, response = (t.to(self.model.device)
                                        for t in pad_rows(prompt_ids, completion_ids, self._pad_id))
         with self._using_model():
-            out = token_log_probs(self.model, tokens, attention, response, rows_per_chunk=self.score_batch_rows)
+            out = token_log_probs(self.model, tokens, attention, response, rows_per_chunk=SCORE_BATCH_ROWS)
         return [out[i, len(p):len(p) + len(c)].tolist() for i, (p, c) in enumerate(zip(prompt_ids, completion_ids))]
 
     def next_token_logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[int]) -> list[float]:
@@ -178,42 +172,29 @@ class HFPolicy(Policy):
         """log-softmax of the next-token logits after each prompt, at the candidate ids.
 
         The prompts' common prefix (a judge's instructions, before the exchange it grades) is computed once; its
-        keys and values are reused for every row, so each row computes only its own tokens. Rows then go in
-        chunks of `score_batch_rows` of similar length, so that short rows are not padded to the longest."""
+        keys and values are reused for every row, so each row computes only its own tokens."""
         shared = shared_prefix_length(prompts)
         if shared < MIN_SHARED_PREFIX:
             shared = 0
-        order = sorted(range(len(prompts)), key=lambda row: len(prompts[row]))
-        out: list[list[float]] = [[] for _ in prompts]
+        device = self.model.device
+        suffixes = [prompt[shared:] for prompt in prompts]
+        input_ids, suffix_mask, _ = (t.to(device) for t in pad_rows(suffixes, [[]] * len(prompts), self._pad_id))
+        rows = torch.arange(len(prompts), device=device)
         with self._using_model():
             decoder = self.model.get_decoder()
-            prefix = None
             if shared:
-                ids = torch.tensor([prompts[0][:shared]], device=self.model.device)
-                prefix = decoder(input_ids=ids, use_cache=True).past_key_values
-            for start in range(0, len(order), self.score_batch_rows):
-                chunk = order[start:start + self.score_batch_rows]
-                suffixes = [prompts[row][shared:] for row in chunk]
-                for row, logprobs in zip(chunk, self._next_token_rows(suffixes, prefix, shared, candidates)):
-                    out[row] = logprobs
-        return out
-
-    def _next_token_rows(self, suffixes: list[list[int]], prefix, shared: int, candidates: tuple[int, ...]):
-        """`_next_token_batch` for one chunk of rows: each row's own tokens after `prefix`'s cached `shared`."""
-        device = self.model.device
-        decoder = self.model.get_decoder()
-        input_ids, suffix_mask, _ = (t.to(device) for t in pad_rows(suffixes, [[]] * len(suffixes), self._pad_id))
-        if prefix is not None:
-            cache = copy.deepcopy(prefix)  # the forward pass appends this chunk's keys and values to it
-            cache.batch_repeat_interleave(len(suffixes))
-            attention_mask = torch.cat([suffix_mask.new_ones(len(suffixes), shared), suffix_mask], dim=1)
-            positions = shared + torch.arange(input_ids.shape[1], device=device).expand(len(suffixes), -1)
-            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                             position_ids=positions, use_cache=False).last_hidden_state
-        else:
-            hidden = decoder(input_ids=input_ids, attention_mask=suffix_mask).last_hidden_state
-        last = hidden[torch.arange(len(suffixes), device=device), suffix_mask.sum(-1) - 1]
-        return output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)].tolist()
+                prefix = decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True)
+                cache = prefix.past_key_values
+                cache.batch_repeat_interleave(len(prompts))
+                attention_mask = torch.cat([suffix_mask.new_ones(len(prompts), shared), suffix_mask], dim=1)
+                positions = shared + torch.arange(input_ids.shape[1], device=device).expand(len(prompts), -1)
+                hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                                 position_ids=positions, use_cache=False).last_hidden_state
+            else:
+                hidden = decoder(input_ids=input_ids, attention_mask=suffix_mask).last_hidden_state
+            last = hidden[rows, suffix_mask.sum(-1) - 1]
+            logprobs = output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)]
+        return logprobs.tolist()
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:

@@ -31,7 +31,6 @@ BENCHMARKS = {
     "overlap": "benchmarks.overlap",
     "rollout-scaling": "benchmarks.rollout_scaling",
     "judge-layout": "benchmarks.judge_layout",
-    "judge-batching": "benchmarks.judge_batching",
     "engine-threads": "benchmarks.engine_threads",
     "packing": "benchmarks.packing",
 }

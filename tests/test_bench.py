@@ -96,17 +96,6 @@ def test_the_learning_result_keeps_the_adapter_the_run_record_and_the_reports(tm
     assert (kept / "strict_pass.png").read_text() == "plot"
 
 
-def test_the_judge_batching_benchmark_times_each_chunk_size_and_compares_the_scores(tiny_path, capsys):
-    assert main(["bench", "judge-batching", "--model", tiny_path, "--pairs", "5", "--rows", "[64, 2]",
-                 "--repeats", "1", "--max_new_tokens", "4"]) == 0
-    out = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line.split("|")[4:6] for line in out.splitlines()
-            if re.match(r"\| (64|2) \|", line)}
-    assert set(rows) == {"64", "2"}
-    assert float(rows["64"][0]) == 1.0 and float(rows["64"][1]) == 0.0
-    assert float(rows["2"][1]) < 0.05  # the same scores, up to bfloat16 rounding in other batch shapes
-
-
 def test_the_packing_benchmark_times_padded_and_packed_passes_of_the_same_rows(tiny_path, capsys):
     assert main(["bench", "packing", "--model", tiny_path, "--prompts", "2", "--repeats", "1",
                  "--max_new_tokens", "6"]) == 0

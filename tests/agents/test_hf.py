@@ -69,8 +69,9 @@ def test_stops_at_first_eos_and_keeps_it():
     assert stopped.logprobs == pytest.approx(full.logprobs[:cut], abs=1e-5)
 
 
-def test_score_matches_generation_logprobs():
-    policy = HFPolicy(*tiny_model(seed=1), max_batch_size=2, max_wait_s=0.0, score_batch_rows=3)  # rows in chunks
+def test_score_matches_generation_logprobs(monkeypatch):
+    monkeypatch.setattr(hf, "SCORE_BATCH_ROWS", 3)  # exercise the row chunks
+    policy = HFPolicy(*tiny_model(seed=1), max_batch_size=2, max_wait_s=0.0)
     tempered = SamplingParams(max_new_tokens=10, temperature=0.7, top_p=0.9)
     completions = policy.generate(CHATS[2], n=4, params=tempered) + policy.generate(CHATS[5], 1, GREEDY)
     scores = policy.score([c.prompt_ids for c in completions], [c.token_ids for c in completions])
@@ -205,11 +206,3 @@ def test_next_token_log_probs_with_a_shared_prefix_equal_a_full_pass(policy, mon
     assert hf.shared_prefix_length(prompts) == 40
     assert torch.allclose(torch.tensor(shared), torch.tensor(full), atol=1e-5)
     assert torch.allclose(torch.tensor(shared), torch.tensor(alone), atol=1e-5)
-    policy.score_batch_rows = 3  # chunks of rows of similar length, each with its own copy of the prefix
-    assert torch.allclose(torch.tensor(policy._next_token_batch(candidates, prompts[::-1])[::-1]),
-                          torch.tensor(full), atol=1e-5)
-
-
-def test_score_batch_rows_must_be_positive():
-    with pytest.raises(ValueError, match="score_batch_rows"):
-        HFPolicy(*tiny_model(seed=1), score_batch_rows=0)
