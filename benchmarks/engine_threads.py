@@ -1,4 +1,4 @@
-"""Torch threads for vLLM's sampling on a CPU: one (`VLLMPolicy`'s default) against all the cores.
+"""Torch threads for vLLM's sampling on a CPU: one (the engine's setting before) against all the cores (its default).
 
     python -m benchmarks.engine_threads          # = lsp bench engine-threads
 

@@ -62,7 +62,7 @@ def run(settings: Settings) -> str:
     for round_ in range(settings.repeats + 1):
         for packed in (False, True) if round_ % 2 else (True, False):
             start = time.perf_counter()
-            logprobs[packed] = training_passes(model, passes, tokens, attention, response, packed, autocast)
+            logprobs[packed] = forward_backward_passes(model, passes, tokens, attention, response, packed, autocast)
             if round_:
                 seconds[packed].append(time.perf_counter() - start)
     computed = sum(int(attention[rows].sum(-1).max()) * len(rows) for rows in passes)
@@ -81,7 +81,7 @@ def run(settings: Settings) -> str:
         f"packed against padded: {gap:.1e}"])
 
 
-def training_passes(model, passes, tokens, attention, response, packed: bool, autocast: bool) -> torch.Tensor:
+def forward_backward_passes(model, passes, tokens, attention, response, packed: bool, autocast: bool) -> torch.Tensor:
     """Every pass's chosen-token log-probs, backpropagated; returns them all (detached)."""
     out = torch.zeros(tokens.shape)
     model.zero_grad()
