@@ -22,12 +22,14 @@ class EngineUnavailableError(RuntimeError):
 
 def make_policy(engine: str, model, tokenizer, model_path: str | None = None, dtype: str = "float32",
                 device: str = "cpu", seed: int = 0, server_url: str | None = None,
-                server_timeout_s: float = 120.0, kv_cache_gib: float | None = None) -> Policy:
+                server_timeout_s: float = 120.0, kv_cache_gib: float | None = None,
+                memory_fraction: float | None = None) -> Policy:
     """The policy engine named `engine`, serving the weights of `model` (the trainer's).
 
     `model_path` is the folder `model` was loaded from (vllm starts from it);
     `server_url` is the openai engine's server; `kv_cache_gib` sizes vllm's KV
-    cache on CPUs (default: `agents.vllm_engine.CPU_KV_CACHE_GIB`). An engine named explicitly
+    cache on CPUs (default: `agents.vllm_engine.CPU_KV_CACHE_GIB`) and `memory_fraction` its share of a GPU
+    (default: `agents.vllm_engine.GPU_MEMORY_FRACTION`). An engine named explicitly
     that cannot start raises `EngineUnavailableError`; only "auto" falls back.
     """
     if engine == "hf":
@@ -35,7 +37,7 @@ def make_policy(engine: str, model, tokenizer, model_path: str | None = None, dt
 
         return HFPolicy(model, tokenizer)
     if engine == "vllm":
-        return _vllm(model_path, tokenizer, dtype, device, seed, kv_cache_gib)
+        return _vllm(model_path, tokenizer, dtype, device, seed, kv_cache_gib, memory_fraction)
     if engine == "openai":
         if not server_url:
             raise ValueError("the openai engine needs server_url (start a server with `lsp serve`)")
@@ -48,7 +50,7 @@ def make_policy(engine: str, model, tokenizer, model_path: str | None = None, dt
     if engine == "auto":
         if vllm_installed():
             try:
-                policy = _vllm(model_path, tokenizer, dtype, device, seed, kv_cache_gib)
+                policy = _vllm(model_path, tokenizer, dtype, device, seed, kv_cache_gib, memory_fraction)
                 log.info("engine auto: picked vllm")
                 return policy
             except EngineUnavailableError as error:
@@ -65,7 +67,7 @@ def vllm_installed() -> bool:
 
 
 def _vllm(model_path: str | None, tokenizer, dtype: str, device: str, seed: int,
-          kv_cache_gib: float | None = None) -> Policy:
+          kv_cache_gib: float | None = None, memory_fraction: float | None = None) -> Policy:
     if model_path is None:
         raise ValueError("the vllm engine needs model_path, the model's folder")
     if not vllm_installed():
@@ -74,7 +76,8 @@ def _vllm(model_path: str | None, tokenizer, dtype: str, device: str, seed: int,
     try:
         from agents.vllm_engine import VLLMPolicy
 
-        sizes = {} if kv_cache_gib is None else {"kv_cache_gib": kv_cache_gib}
+        sizes = {name: value for name, value in (("kv_cache_gib", kv_cache_gib), ("memory_fraction", memory_fraction))
+                 if value is not None}
         return VLLMPolicy(model_path, tokenizer, dtype=dtype, device=device, seed=seed, **sizes)
     except Exception as error:  # vLLM fails in many ways (imports, memory, kernels); say which
         raise EngineUnavailableError(f"vLLM did not start: {type(error).__name__}: {error}") from error

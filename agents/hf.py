@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Mapping, Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.batching import MicroBatcher
 from agents.logprobs import output_logits, pad_rows, processed_log_probs, token_log_probs
@@ -128,14 +128,12 @@ class HFPolicy(Policy):
         prompts = [prompt for prompt, n in requests for _ in range(n)]
         input_ids, attention_mask = _left_pad(prompts, self._pad_id, device=self.model.device)
         with self._using_model(), _no_checkpoint_defaults(self.model):
-            out = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=self._generation_config(params)
-            )
+            chosen = ChosenLogProbs(params)
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                      generation_config=self._generation_config(params),
+                                      logits_processor=LogitsProcessorList([chosen]))
             new_tokens = out.sequences[:, input_ids.shape[1] :]
-            logprobs = torch.stack(
-                [processed_log_probs(logits, new_tokens[:, step], params) for step, logits in enumerate(out.logits)],
-                dim=1,
-            )
+            logprobs = chosen.finish(out.sequences)
         completions = [self._completion(p, t, lp) for p, t, lp in zip(prompts, new_tokens.tolist(), logprobs.tolist())]
         self.tokens_generated += sum(len(c.token_ids) for c in completions)
         rows = iter(completions)
@@ -152,7 +150,6 @@ class HFPolicy(Policy):
             eos_token_id=self._eos_ids,
             pad_token_id=self._pad_id,
             return_dict_in_generate=True,
-            output_logits=True,
             **sampling,
         )
 
@@ -195,6 +192,29 @@ class HFPolicy(Policy):
             last = hidden[rows, suffix_mask.sum(-1) - 1]
             logprobs = output_logits(self.model, last).float().log_softmax(-1)[:, list(candidates)]
         return logprobs.tolist()
+
+
+class ChosenLogProbs(LogitsProcessor):
+    """Records the log-prob of each sampled token under `params` as generation goes, keeping one step's logits
+    (not every step's, as `output_logits=True` would: rows x steps x vocabulary floats). It sees the raw logits
+    (transformers applies its temperature and min-p/top-p warpers after the processors), so the log-probs are
+    `processed_log_probs`'s, the same as training computes."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.previous: torch.Tensor | None = None  # the last step's logits
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:  # input_ids now ends with the token sampled from them
+            self.steps.append(processed_log_probs(self.previous, input_ids[:, -1], self.params))
+        self.previous = scores.clone()
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[rows, new tokens] log-probs, given the generated sequences."""
+        self.__call__(sequences, self.previous)
+        return torch.stack(self.steps, dim=1)
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:

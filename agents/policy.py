@@ -103,5 +103,11 @@ class Policy(ABC):
             ids = ids["input_ids"]
         return list(ids)
 
+    def sleep(self) -> None:
+        """Free the device memory the engine holds while the trainer steps (vLLM on a GPU); a no-op elsewhere."""
+
+    def wake_up(self) -> None:
+        """Take back what `sleep` freed, before the next call."""
+
     def close(self) -> None:
         """Release engine resources (threads, processes)."""

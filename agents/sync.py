@@ -60,12 +60,13 @@ class WeightSyncTimeout(WeightSyncError):
 
 @dataclass
 class SyncReport:
-    """Seconds spent pushing and verifying, and the log-prob gap on the probe."""
+    """Seconds spent pushing and verifying, the log-prob gap on the probe, and the bytes of weights moved."""
 
     push_s: float
     verify_s: float
     max_abs_diff: float
     mean_abs_diff: float
+    bytes: int = 0
 
     @property
     def total_s(self) -> float:
@@ -100,7 +101,8 @@ class WeightSync:
                                   f"scoring the probe batch with the {self.policy.name} engine")
         trainer = self.trainer_log_probs()
         gaps = torch.cat([(torch.tensor(e) - t).abs() for e, t in zip(engine, trainer)])
-        report = SyncReport(push_s, time.perf_counter() - start, float(gaps.max()), float(gaps.mean()))
+        moved = sum(t.numel() * t.element_size() for t in state.values()) if push else 0
+        report = SyncReport(push_s, time.perf_counter() - start, float(gaps.max()), float(gaps.mean()), moved)
         if not report.max_abs_diff <= self.tolerance:  # also catches NaN
             raise WeightSyncError(
                 f"after the weight sync the {self.policy.name} engine's log-probs differ from the trainer's by up to "

@@ -49,6 +49,7 @@ logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter
 
 _IN_PROCESS_ENGINES: set[int] = set()  # ids of the open in-process engines (see the module docstring)
 GPU_MEMORY_FRACTION = 0.4  # the trainer shares the GPU
+JUDGE_GPU_MEMORY_FRACTION = 0.15  # a frozen judge engine beside the policy's: its weights and a small KV cache
 CPU_KV_CACHE_GIB = 2.0  # ~48k tokens of SmolLM2-135M
 CPU_MAX_CONTEXT = 8192  # tokens; without chunked prefill each step must fit a whole prompt
 
@@ -79,15 +80,12 @@ class VLLMPolicy(Policy):
         from transformers import AutoTokenizer, GenerationConfig
         from vllm import LLM
 
-        if device == "cpu":
-            engine_args = {**cpu_engine_args(model_path, kv_cache_gib), **engine_args}
-        else:
-            engine_args.setdefault("gpu_memory_utilization", memory_fraction)
+        engine_args = {**device_engine_args(model_path, device, kv_cache_gib, memory_fraction), **engine_args}
+        self._sleeps = bool(engine_args.get("enable_sleep_mode"))
         default_threads = torch.get_num_threads()
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op; keep it usable
         try:
-            self.llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=device == "cpu",
-                           logprobs_mode="processed_logprobs", **engine_args)
+            self.llm = LLM(model=model_path, dtype=dtype, seed=seed, logprobs_mode="processed_logprobs", **engine_args)
         finally:
             torch.set_num_threads = set_num_threads
         self._in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
@@ -169,6 +167,17 @@ class VLLMPolicy(Policy):
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
             self.llm.reset_prefix_cache()
 
+    def sleep(self) -> None:
+        """On a GPU: offload the weights to host memory and drop the KV cache (vLLM's sleep level 1)."""
+        if self._sleeps:
+            with self._lock:
+                self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self._sleeps:
+            with self._lock:
+                self.llm.wake_up()
+
     def close(self) -> None:
         self._batcher.close()
         with self._lock:
@@ -216,6 +225,16 @@ class VLLMPolicy(Policy):
             ))
         self.tokens_generated += sum(len(c.token_ids) for c in completions)
         return completions
+
+
+def device_engine_args(model_path: str, device: str, kv_cache_gib: float = CPU_KV_CACHE_GIB,
+                       memory_fraction: float = GPU_MEMORY_FRACTION) -> dict:
+    """`vllm.LLM` arguments for the device: on CPUs a fixed KV cache in eager mode (`cpu_engine_args`); on GPUs
+    `memory_fraction` of the device, CUDA graphs, and sleep mode (the engine frees the GPU while the trainer
+    steps)."""
+    if device == "cpu":
+        return {**cpu_engine_args(model_path, kv_cache_gib), "enforce_eager": True}
+    return {"gpu_memory_utilization": memory_fraction, "enforce_eager": False, "enable_sleep_mode": True}
 
 
 def cpu_engine_args(model_path: str, kv_cache_gib: float = CPU_KV_CACHE_GIB) -> dict:

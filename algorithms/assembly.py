@@ -21,14 +21,12 @@ from agents.agent import PromptAgent
 from agents.engines import make_policy
 from agents.hf import HFPolicy
 from agents.judges import RUBRICS, build_judge
-from agents.logprobs import token_log_probs
-from agents.lora import add_lora, base_weights
+from agents.lora import add_lora
 from agents.models import load_model, resolve_model
 from agents.policy import Policy
+from agents.vllm_engine import JUDGE_GPU_MEMORY_FRACTION
 from algorithms import registration
-from algorithms.base import ATTENTION_MASK, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
 from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
-from algorithms.update import training_passes
 from lsp_env.contract import branch_agent, judge_arguments
 
 
@@ -71,19 +69,6 @@ class RunParts:
                 players[role] = LLMAgent(self.policy, params=self.sampling)
         env.close()
         return players
-
-    @torch.no_grad()
-    def fill_reference_log_probs(self, batch) -> None:
-        """The reference model's log-probs of the sampled tokens under the run's sampling settings, so that the KL
-        compares like with like (and is exactly 0 while the policy equals the reference)."""
-        autocast = torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.config.autocast)
-        tokens, attention, response = batch.get(TOKENS), batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK)
-        reference = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
-        with base_weights(self.reference_model), autocast:
-            for rows in training_passes(batch, self.config.micro_batches()[0], self.config.rows_per_pass):
-                reference[rows] = token_log_probs(self.reference_model.eval(), tokens[rows], attention[rows],
-                                                  response[rows], self.sampling, packed=self.config.packing)
-        batch.set(REF_LOG_PROBS, reference)
 
     def pad_token_id(self) -> int:
         tokenizer = self.tokenizer
@@ -196,7 +181,7 @@ def _self_judges(parts: RunParts) -> dict:
             return parts.reference
         parts.judge_policy = make_policy("vllm", None, parts.tokenizer, model_path=resolve_model(config.model),
                                          dtype=config.engine_dtype_name(), device=config.device, seed=config.seed,
-                                         kv_cache_gib=0.5)
+                                         kv_cache_gib=0.5, memory_fraction=JUDGE_GPU_MEMORY_FRACTION)
         return parts.judge_policy
 
     return build_judges({role: name for role, name in names.items() if role in takes}, engine,

@@ -61,7 +61,7 @@ LORA_LR = 1e-4  # moves a LoRA adapter in tens of steps (the CPU recipe's)
 def group_mean(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Mean of `values` over rows sharing a group id, broadcast back to rows."""
     _, index = groups.unique(return_inverse=True)
-    sums = torch.zeros(int(index.max()) + 1, dtype=values.dtype).index_add_(0, index, values)
+    sums = values.new_zeros(int(index.max()) + 1).index_add_(0, index, values)
     counts = torch.bincount(index).to(values.dtype)
     return (sums / counts)[index]
 

@@ -168,7 +168,7 @@ def load_trainer_state(path: Path) -> dict:
     error if it is missing or damaged."""
     file = Path(path) / "trainer.pt"
     try:
-        state = torch.load(file, weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)  # a GPU run resumes anywhere
     except pickle.UnpicklingError as error:  # torch's long advice on weights_only, for any unexpected byte
         raise CheckpointError(f"cannot read {file}: it does not load with weights_only=True (damaged, or saved "
                               f"with pickled objects by an older version)") from error

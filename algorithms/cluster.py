@@ -1,105 +1,102 @@
 """Training on a Ray cluster: `lsp train --cluster.address local` (or `auto`, or a head node's address).
 
-One driver process (the one `lsp train` runs in) drives two kinds of Ray actors:
+The backends of `algorithms.backends` for a Ray cluster; the `Trainer` that drives them is the one-process
+trainer. Two kinds of Ray actors hold the work:
 
-- `RolloutWorker`s each build the run's engine, game and judges (`algorithms.assembly.build_run`) and play
-  their share of the iteration's groups. They also compute the reference log-probs of their own rows with the
-  base weights they hold (with LoRA: the adapter switched off), so the reference and the self-judges live
-  where the base weights already are.
-- `TrainerWorker`s form one torch process group (gloo on CPU, NCCL on GPU), shard the model with FSDP2
-  (`algorithms.distributed.shard`) and take the optimizer step together: each trains on every N-th group of the
+- `RolloutWorker`s each hold a `LocalRollout` (the run's engine, game and judges, built by
+  `algorithms.assembly.build_run`) and play their share of the iteration's groups. They also compute the
+  reference log-probs of their own rows with the base weights they hold (with LoRA: the adapter switched off),
+  so the reference and the self-judges live where the base weights already are.
+- `TrainerWorker`s each hold a `LocalUpdate` on one rank of a torch process group (gloo on CPU, NCCL on GPU),
+  with the model sharded by FSDP2 (`algorithms.distributed.shard`): each trains on every N-th group of the
   batch, and the step equals the one-process step on the whole batch.
 
-After each step the trainer's rank 0 gathers the trained weights (with LoRA the adapter alone, a few MB), the
-driver puts them once in Ray's object store, and every rollout worker loads them and runs the same verified
-weight sync as one process does (`agents.sync.WeightSync`: push into its engine, compare the probe log-probs).
-A sync that does not finish within `sync_timeout_s` stops the run. Checkpoints are gathered on the trainer's
-rank 0 and written in the one-process format, so either mode resumes the other's runs.
-
-The loop, logs, checkpoints and held-out evaluation are `algorithms.trainer.Trainer`'s; this module replaces
-how an iteration is collected and trained.
+All actors join one torch world (`algorithms.distributed.join_world`). After each step the trainer's rank 0
+broadcasts the trained parameters (with LoRA the adapter alone, a few MB) to every rollout worker in one flat
+tensor; each loads them and runs the same verified weight sync as one process does (`agents.sync.WeightSync`:
+push into its engine, compare the probe log-probs). A sync that does not finish within `sync_timeout_s` stops
+the run. Checkpoints are gathered on the trainer's rank 0 and written in the one-process format, so either
+scale resumes the other's runs.
 """
 from __future__ import annotations
 
-import os
 import socket
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from algorithms import checkpoint
+from agents.sync import SyncReport
+from algorithms.backends import Collected, LocalRollout, LocalUpdate, load_checkpoint_weights
 from algorithms.base import REF_LOG_PROBS, RESPONSE_MASK
-from algorithms.batch import make_batch, rollout_rows
-from algorithms.collector import Collector, Rollout
+from algorithms.batch import make_batch
+from algorithms.collector import Rollout
 from algorithms.config import ClusterConfig, TrainConfig
-from algorithms.metrics import iteration_metrics
-from algorithms.trainer import Trainer, _new_run_dir, iteration_seed, load_checkpoint_weights
+from algorithms.device import device_peak_gib, model_device, synchronize
+from algorithms.memory import PeakMemory
 
 
-class RolloutWorker:
+class _Measured:
+    """An actor's own peak memory, returned with each result: `(value, (resident GiB, device GiB))`."""
+
+    def _start_measuring(self, device) -> None:
+        self._device, self._peak = device, PeakMemory()
+
+    def _measured(self, value):
+        synchronize(self._device)
+        return value, (self._peak.take(), device_peak_gib(self._device))
+
+
+class RolloutWorker(_Measured):
     """A Ray actor that plays groups of the game with its own engine and judges."""
 
     def __init__(self, config: TrainConfig):
-        from agents.sync import WeightSync
         from algorithms.assembly import build_run
 
-        self.parts = build_run(replace(config, cluster=ClusterConfig(), overlap=False))  # its own weights
-        self.collector = Collector(self.parts.make_env, self.parts.players(), config.group_size)
-        self.weight_sync = WeightSync(self.parts.policy, self.parts.model, self.parts.tokenizer,
-                                      config.sync_tolerance, config.sync_timeout_s)
-        env = self.parts.make_env()
-        self.roles = list(env.possible_agents)
-        self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
-        env.close()
+        parts = build_run(replace(config, cluster=ClusterConfig(), overlap=False))  # its own weights
+        self.local = LocalRollout(parts, parts.config)
+        self.rows = []
+        self._start_measuring(model_device(parts.model))
 
     def game(self) -> tuple[list[str], list[str], int]:
         """(roles, guard names, pad token id) of the run's game and tokenizer."""
-        return self.roles, self.guard_names, self.parts.pad_token_id()
+        return self.local.roles, self.local.guard_names, self.local.pad_token_id
 
-    def collect(self, num_groups: int, seed: int) -> tuple[list, Rollout, dict]:
-        """Play `num_groups` groups from `seed`; returns their rows (with the reference log-probs), the rollout and
-        the judges' parse failures."""
-        torch.manual_seed(seed)
-        failures = {name: getattr(judge, "failures", 0) for name, judge in self.parts.judges.items() if judge}
-        rollout = self.collector.collect(num_groups, seed=seed)
-        rows = rollout_rows(rollout)
-        start = time.perf_counter()
-        batch = make_batch(rows, self.roles, self.parts.pad_token_id())
-        self.parts.fill_reference_log_probs(batch)
+    def join(self, address: str, port: int, rank: int, world_size: int, trainer_processes: int,
+             timeout_s: float) -> None:
+        from algorithms.distributed import join_world
+
+        _, self.weight_group = join_world(address, port, rank, world_size, trainer_processes, timeout_s)
+
+    def collect(self, num_groups: int, seed: int):
+        """Play `num_groups` groups from `seed`; keeps their rows for `reference`."""
+        collected = self.local.collect(num_groups, seed)
+        self.rows = collected.rows
+        return self._measured(collected)
+
+    def reference(self):
+        """The reference log-probs of each row of the last collection (a list per row)."""
+        batch = make_batch(self.rows, self.local.roles, self.local.pad_token_id)
+        self.local.reference(batch)
         reference, response = batch.get(REF_LOG_PROBS), batch.get(RESPONSE_MASK)
-        for index, row in enumerate(rows):
-            row.reference = reference[index][response[index]].tolist()
-        rollout.timings["reference"] = time.perf_counter() - start
-        failures = {name: getattr(judge, "failures", 0) - failures[name]
-                    for name, judge in self.parts.judges.items() if judge and hasattr(judge, "failures")}
-        return rows, rollout, failures
+        return self._measured([reference[i][response[i]].tolist() for i in range(len(self.rows))])
 
-    def load_weights(self, state: dict):
-        """Load the trainer's weights (a state dict of the trained parameters) and push them into the engine,
-        verified; returns the `agents.sync.SyncReport`."""
-        model = self.parts.model
-        expected = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-        unexpected = set(state) - set(model.state_dict())
-        if unexpected or not expected <= set(state):
-            raise RuntimeError(f"the trainer's weights do not fit the rollout worker's model: unexpected "
-                               f"{sorted(unexpected)[:3]}, missing {sorted(expected - set(state))[:3]}")
-        model.load_state_dict(state, strict=False)
-        return self.weight_sync()
+    def receive_weights(self):
+        """Receive the trainer's broadcast of the trained parameters, push them into the engine and verify it."""
+        from algorithms.distributed import receive_weights
 
-    def heldout_score(self, suite_name: str, max_new_tokens: int):
-        from agents import SamplingParams
-        from evaluation.suite import evaluate_policy, load_suite
+        moved = receive_weights(self.local.parts.model, self.weight_group)
+        return self._measured(replace(self.local.receive_weights(), bytes=moved))
 
-        return evaluate_policy(self.parts.policy, load_suite(suite_name), SamplingParams(max_new_tokens, 0.0))[0]
+    def heldout_score(self, suite, params):
+        return self.local.heldout_score(suite, params)
 
     def close(self) -> None:
-        self.parts.close()
+        self.local.close()
+        torch.distributed.destroy_process_group()
 
 
-class TrainerWorker:
+class TrainerWorker(_Measured):
     """A Ray actor: one process of the FSDP2 trainer."""
 
     def __init__(self, config: TrainConfig, rank: int, world_size: int):
@@ -113,222 +110,204 @@ class TrainerWorker:
             probe.bind(("", 0))
             return ray.util.get_node_ip_address(), probe.getsockname()[1]
 
-    def setup(self, master_address: str, master_port: int, resume_from: str | None = None) -> None:
-        """Join the process group, load the model (and the checkpoint `resume_from`), shard it, make the optimizer."""
+    def join(self, address: str, port: int, rank: int, world_size: int, trainer_processes: int,
+             timeout_s: float) -> None:
+        from algorithms.distributed import join_world
+
+        self.trainer_group, self.weight_group = join_world(address, port, rank, world_size, trainer_processes,
+                                                           timeout_s)
+
+    def setup(self, resume_from: str | None = None) -> None:
+        """Load the model (and the checkpoint `resume_from`), shard it, make the optimizer."""
         from algorithms import distributed
         from algorithms.assembly import check_run, load_models
 
-        os.environ.update(MASTER_ADDR=master_address, MASTER_PORT=str(master_port), RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size))
-        distributed.init()
         config, algorithm_class, algorithm_config = check_run(self.config)
-        model, self.tokenizer, reference_model = load_models(config)
+        model, tokenizer, reference_model = load_models(config)
         if resume_from:
             load_checkpoint_weights(model, Path(resume_from), config)
-        self.trained = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
-        self.adapter_only = bool(config.lora_rank)
         if self.world_size > 1:
-            distributed.shard(model)
-        self.model = model
-        self.loss = algorithm_class(model, config=algorithm_config, sampling=config.sampling(),
-                                    reference_network=reference_model, packed=config.packing)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                           weight_decay=config.weight_decay)
-        if resume_from:
-            state = checkpoint.load_trainer_state(Path(resume_from))
-            self._load_optimizer_state(state["optimizer"])
-            self.loss.load_algorithm_state(state["extra"].get("algorithm", {}))
+            distributed.shard(model, self.trainer_group)
+        loss = algorithm_class(model, config=algorithm_config, sampling=config.sampling(),
+                               reference_network=reference_model, packed=config.packing)
+        self.local = LocalUpdate(config, model, tokenizer, loss, resume_from, self.rank, self.world_size,
+                                 self.trainer_group if self.world_size > 1 else None)
+        self._start_measuring(self.local.device)
 
-    def step(self, batch) -> dict[str, float]:
+    def step(self, batch):
         """This process's share of the optimizer step on `batch` (the same batch on every process)."""
-        from algorithms.update import optimizer_step
+        return self._measured(self.local.step(batch))
 
-        config = self.config
-        self.loss.compute_advantages(batch)
-        return optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
-                              config.max_grad_norm, config.autocast, self.rank, self.world_size,
-                              rows_per_pass=config.rows_per_pass)
+    def send_weights(self) -> int:
+        """Take part in broadcasting the trained parameters (rank 0 sends); returns the bytes sent."""
+        from algorithms.distributed import send_weights
 
-    def weights(self) -> dict[str, torch.Tensor] | None:
-        """The trained parameters (with LoRA the adapter; else every weight), gathered; None except on rank 0."""
-        state = self._full_state_dict()
-        if self.rank:
-            return None
-        return {name: state[name] for name in self.trained} if self.adapter_only else state
+        return send_weights(self.local.model, self.weight_group, self.rank)
 
     def save(self, run_dir: str, iteration: int, config_yaml: str) -> None:
-        """Write checkpoint `iteration` from rank 0, in the one-process format (every process takes part)."""
-        state, optimizer_state = self._full_state_dict(), self._optimizer_state()
-        if self.rank == 0:
-            checkpoint.save_checkpoint(Path(run_dir), iteration, self.model, self.tokenizer, optimizer_state,
-                                       config_yaml, extra={"algorithm": self.loss.algorithm_state()},
-                                       state_dict=state)
+        self.local.save(Path(run_dir), iteration, config_yaml)
 
     def close(self) -> None:
-        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
-    # --- gathered state, in the one-process format --------------------------------
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        from algorithms.distributed import full_state_dict
 
-        return full_state_dict(self.model) if self.world_size > 1 else dict(self.model.state_dict())
+class RayCollection:
+    """The rollout workers' pending shares of one collection, merged into one `Collected` when asked."""
 
-    def _optimizer_state(self) -> dict:
-        """`optimizer.state_dict()` as one process would have it: states keyed by the parameter's index."""
-        if self.world_size == 1:
-            return self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    def __init__(self, refs: list, share: int, peaks: list):
+        self.refs, self.share, self.peaks, self.value = refs, share, peaks, None
 
-        state = get_optimizer_state_dict(self.model, self.optimizer,
-                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if self.rank:  # gathered on rank 0 only
-            return {}
-        index = {name: i for i, name in enumerate(self.trained)}
-        return {"state": {index[name]: value for name, value in state["state"].items()},
-                "param_groups": [group | {"params": [index[name] for name in group["params"]]}
-                                 for group in state["param_groups"]]}
-
-    def _load_optimizer_state(self, state: dict) -> None:
-        if self.world_size == 1:
-            self.optimizer.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        by_name = {"state": {self.trained[i]: value for i, value in state["state"].items()},
-                   "param_groups": [group | {"params": [self.trained[i] for i in group["params"]]}
-                                    for group in state["param_groups"]]}
-        set_optimizer_state_dict(self.model, self.optimizer, by_name, options=StateDictOptions(full_state_dict=True))
-
-
-class ClusterTrainer(Trainer):
-    """`Trainer` over Ray actors: `config.cluster.rollout_workers` rollout workers and
-    `config.cluster.trainer_processes` FSDP2 trainer processes."""
-
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None, resume_from: Path | None = None):
-        from algorithms.assembly import check_run
-        from evaluation.suite import load_suite
-
-        ray = _import_ray()
-
-        config, _, _ = check_run(config)  # a wrong setting fails before Ray starts
-        self.config, self.start_iteration = config, 0
-        self.suite = load_suite(config.eval_suite) if config.eval_suite else None
-        self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cluster = config.cluster
-        self.started_ray = start_ray(cluster)
-        resources = {"num_cpus": cluster.cpus_per_worker, "num_gpus": cluster.gpus_per_worker}
-        trainer_actor = ray.remote(**resources)(TrainerWorker)
-        self.trainers = [trainer_actor.remote(config, rank, cluster.trainer_processes)
-                         for rank in range(cluster.trainer_processes)]
-        master = ray.get(self.trainers[0].address.remote())
-        setups = [t.setup.remote(*master, str(resume_from) if resume_from else None) for t in self.trainers]
-        rollout_actor = ray.remote(**resources)(RolloutWorker)
-        self.workers = [rollout_actor.remote(config) for _ in range(cluster.rollout_workers)]
-        ray.get(setups)
-        self.roles, self.guard_names, self.pad_token_id = ray.get(self.workers[0].game.remote())
-        self.next_rollout = None  # with overlap: the next iteration's, being collected
-        self.sync_weights()  # the engines start from the trainer's weights
-
-    @classmethod
-    def _restored(cls, config: TrainConfig, run_dir: Path, path: Path, state: dict,
-                  judges: dict | None) -> "ClusterTrainer":
-        """The trainer processes load checkpoint `path` themselves (`TrainerWorker.setup`)."""
-        if judges is not None:
-            raise ValueError("a cluster run builds its judges in each rollout worker; judges cannot be passed in")
-        return cls(config, run_dir, resume_from=path)
-
-    def sync_weights(self):
-        """Gather the trained weights from the trainer, load them into every rollout worker and verify each engine;
-        returns a `SyncReport` of the whole sync (the largest probe gap of any worker)."""
+    def wait(self) -> None:
         import ray
 
-        from agents.sync import SyncReport, WeightSyncTimeout
+        ray.wait(self.refs, num_returns=len(self.refs))
 
-        start = time.perf_counter()
-        state = ray.put(ray.get([t.weights.remote() for t in self.trainers])[0])
+    def result(self) -> Collected:
+        import ray
+
+        if self.value is None:
+            results = ray.get(self.refs)
+            rows, episodes, failures = [], [], {}
+            for i, (collected, peak) in enumerate(results):
+                for item in (*collected.rows, *collected.rollout.episodes):  # groups are per worker: make them unique
+                    item.group += i * self.share
+                rows += collected.rows
+                episodes += collected.rollout.episodes
+                for key, count in collected.failures.items():
+                    failures[key] = failures.get(key, 0) + count
+                self.peaks.append(peak)
+            timings = {phase: max(c.rollout.timings.get(phase, 0.0) for c, _ in results)  # side by side
+                       for phase in ("generate", "env_and_judge")}
+            self.value = Collected(rows, Rollout(episodes, timings), failures)
+        return self.value
+
+
+class RayRollout:
+    """Rollout backend: `RolloutWorker` actors, each playing an equal share of every collection."""
+
+    def __init__(self, workers: list, config: TrainConfig):
+        import ray
+
+        self.workers, self.config, self.peaks = workers, config, []
+        self.roles, self.guard_names, self.pad_token_id = ray.get(workers[0].game.remote())
+
+    def start(self, num_groups: int, seed: int, background: bool = False) -> RayCollection:
+        """Start every worker on its share, with the seeds a one-process run gives those groups."""
+        share = num_groups // len(self.workers)
+        refs = [worker.collect.remote(share, seed + i * share) for i, worker in enumerate(self.workers)]
+        return RayCollection(refs, share, self.peaks)
+
+    def reference(self, batch) -> None:
+        """Each worker scores its own rows of the last collection (the batch holds them in worker order)."""
+        import ray
+
+        results = ray.get([worker.reference.remote() for worker in self.workers])
+        self.peaks += [peak for _, peak in results]
+        values = [value for per_worker, _ in results for row in per_worker for value in row]
+        reference = torch.zeros(batch.get(REF_LOG_PROBS).shape)
+        reference[batch.get(RESPONSE_MASK)] = torch.tensor(values, dtype=reference.dtype)
+        batch.set(REF_LOG_PROBS, reference)
+
+    def receive_weights(self, published: list) -> SyncReport:
+        """Wait for the trainer's broadcast (`published`) and every worker's verified load; returns one report
+        (the largest probe gap of any worker)."""
+        import ray
+
+        from agents.sync import WeightSyncTimeout
+
+        receiving = [worker.receive_weights.remote() for worker in self.workers]
         try:
-            reports = ray.get([w.load_weights.remote(state) for w in self.workers],
-                              timeout=self.config.sync_timeout_s)
+            results = ray.get(receiving + published, timeout=self.config.sync_timeout_s)[:len(receiving)]
         except ray.exceptions.GetTimeoutError:
-            raise WeightSyncTimeout(f"the rollout workers did not load and verify the weights within "
+            raise WeightSyncTimeout(f"the rollout workers did not receive and verify the weights within "
                                     f"{self.config.sync_timeout_s:g} s; stopping the run") from None
-        worst, verify_s = max(reports, key=lambda report: report.max_abs_diff), max(r.verify_s for r in reports)
-        return SyncReport(time.perf_counter() - start - verify_s, verify_s, worst.max_abs_diff, worst.mean_abs_diff)
+        self.peaks += [peak for _, peak in results]
+        reports = [report for report, _ in results]
+        worst = max(reports, key=lambda report: report.max_abs_diff)
+        return replace(worst, push_s=max(r.push_s for r in reports), verify_s=max(r.verify_s for r in reports))
 
-    def iteration(self, iteration: int) -> tuple[dict, Rollout]:
-        """One iteration: the workers collect their shares, the trainer steps on the whole batch, the engines sync."""
+    def heldout_score(self, suite, params):
         import ray
 
-        config, start = self.config, time.perf_counter()
-        share = config.num_queries // len(self.workers)
-        results = ray.get(self.next_rollout or self.collect(iteration))
-        self.next_rollout = None
-        if config.overlap and iteration < config.iterations:  # sampled with these weights, trained on after the step
-            self.next_rollout = self.collect(iteration + 1)
-        rows, episodes, failures = [], [], {}
-        for i, (worker_rows, rollout, worker_failures) in enumerate(results):
-            for item in (*worker_rows, *rollout.episodes):  # group numbers are per worker: make them unique
-                item.group += i * share
-            rows += worker_rows
-            episodes += rollout.episodes
-            for name, count in worker_failures.items():
-                failures[f"{name}/parse_failures"] = failures.get(f"{name}/parse_failures", 0) + count
-        timings = {phase: max(r[1].timings.get(phase, 0.0) for r in results)  # the workers run side by side
-                   for phase in ("generate", "env_and_judge", "reference")}
-        rollout = Rollout(episodes, timings)
-        batch = make_batch(rows, self.roles, self.pad_token_id)
+        return ray.get(self.workers[0].heldout_score.remote(suite, params))
 
-        tick = time.perf_counter()
-        losses = ray.get([t.step.remote(batch) for t in self.trainers])[0]
-        train_time = time.perf_counter() - tick
-        tick = time.perf_counter()
-        if self.next_rollout:  # the engines take new weights between collections only
-            ray.wait(self.next_rollout, num_returns=len(self.next_rollout))
-        waited = time.perf_counter() - tick
-        sync = self.sync_weights()
+    def sleep(self) -> None:
+        """Nothing: each worker's engines have a device of their own, which the trainer processes do not use."""
 
-        metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names) | failures
-        generated = int(batch.get(RESPONSE_MASK).sum())
-        metrics.update({
-            "time/generate": timings["generate"], "time/env_and_judge": timings["env_and_judge"],
-            "time/reference": timings["reference"], "time/train": train_time, "time/overlap_wait": waited,
-            "time/sync": sync.total_s,
-            "sync/max_logprob_gap": sync.max_abs_diff, "time/iteration": time.perf_counter() - start,
-            "throughput/generated_tokens_per_s": generated / max(timings["generate"], 1e-9),
-        })
-        return metrics, rollout
+    def wake_up(self) -> None:
+        pass
 
-    def collect(self, iteration: int) -> list:
-        """Start the workers on their shares of `iteration`'s groups, with the seeds a one-process run would use;
-        returns the pending results."""
-        share = self.config.num_queries // len(self.workers)
-        seed = iteration_seed(self.config, iteration)
-        return [worker.collect.remote(share, seed + i * share) for i, worker in enumerate(self.workers)]
-
-    def heldout_score(self):
-        import ray
-
-        return ray.get(self.workers[0].heldout_score.remote(self.config.eval_suite, self.config.eval_max_new_tokens))
-
-    def save(self, iteration: int) -> Path:
-        import ray
-
-        config_yaml = yaml.safe_dump(asdict(self.config), sort_keys=False)
-        ray.get([t.save.remote(str(self.run_dir), iteration, config_yaml) for t in self.trainers])
-        return checkpoint.latest_checkpoint(self.run_dir)
+    def take_peaks(self) -> list:
+        peaks, self.peaks[:] = list(self.peaks), []
+        return peaks
 
     def close(self) -> None:
         import ray
 
+        ray.get([worker.close.remote() for worker in self.workers])
+
+
+class RayUpdate:
+    """Update backend: `TrainerWorker` actors forming one FSDP2 process group."""
+
+    device = torch.device("cpu")  # the driver holds no model
+
+    def __init__(self, trainers: list, started_ray: bool, actors: list):
+        self.trainers, self.started_ray, self.actors, self.peaks = trainers, started_ray, actors, []
+
+    def step(self, batch) -> dict[str, float]:
+        import ray
+
+        results = ray.get([trainer.step.remote(batch) for trainer in self.trainers])
+        self.peaks += [peak for _, peak in results]
+        return results[0][0]
+
+    def publish_weights(self) -> list:
+        """Start the broadcast from rank 0 (every trainer process takes part); the rollout backend waits for it."""
+        return [trainer.send_weights.remote() for trainer in self.trainers]
+
+    def save(self, run_dir: Path, iteration: int, config_yaml: str) -> None:
+        import ray
+
+        ray.get([trainer.save.remote(str(run_dir), iteration, config_yaml) for trainer in self.trainers])
+
+    def take_peaks(self) -> list:
+        peaks, self.peaks = self.peaks, []
+        return peaks
+
+    def close(self) -> None:
+        """Stop the trainer processes, then every actor of the run, then the Ray cluster if this run started it."""
+        import ray
+
         try:
-            ray.get([w.close.remote() for w in self.workers] + [t.close.remote() for t in self.trainers])
+            ray.get([trainer.close.remote() for trainer in self.trainers])
         finally:
-            for actor in (*self.workers, *self.trainers):
+            for actor in self.actors:
                 ray.kill(actor)
             if self.started_ray:
                 ray.shutdown()
+
+
+def ray_backends(config: TrainConfig, resume_from: Path | None = None) -> tuple[TrainConfig, RayRollout, RayUpdate]:
+    """Start (or join) the Ray cluster, its trainer processes and rollout workers, and one torch world over
+    them; returns the config with its defaults resolved and the two backends."""
+    from algorithms.assembly import check_run
+
+    ray = _import_ray()
+    config, _, _ = check_run(config)  # a wrong setting fails before Ray starts
+    cluster = config.cluster
+    started_ray = start_ray(cluster)
+    resources = {"num_cpus": cluster.cpus_per_worker, "num_gpus": cluster.gpus_per_worker}
+    trainers = [ray.remote(**resources)(TrainerWorker).remote(config, rank, cluster.trainer_processes)
+                for rank in range(cluster.trainer_processes)]
+    workers = [ray.remote(**resources)(RolloutWorker).remote(config) for _ in range(cluster.rollout_workers)]
+    address, port = ray.get(trainers[0].address.remote())
+    world = len(trainers) + len(workers)
+    ray.get([actor.join.remote(address, port, rank, world, len(trainers), config.sync_timeout_s)
+             for rank, actor in enumerate([*trainers, *workers])])
+    ray.get([trainer.setup.remote(str(resume_from) if resume_from else None) for trainer in trainers])
+    update = RayUpdate(trainers, started_ray, [*workers, *trainers])
+    return config, RayRollout(workers, config), update
 
 
 def _import_ray():

@@ -119,9 +119,10 @@ class TrainConfig:
     """Groups per micro-batch (default: the largest of 1-4 that divides num_queries)."""
     grad_accumulation: int | None = None
     """Micro-batches per optimizer step (default: num_queries / batch_size, so one step per iteration)."""
-    rows_per_pass: int | None = 4
-    """Rows (sampled turns) per forward and backward pass of the training step, longest first; None: a whole
-    micro-batch. Only memory and speed depend on it: the gradient is the same (`algorithms.update`)."""
+    rows_per_pass: int | None = None
+    """Rows (sampled turns) per forward and backward pass of the training step, longest first; 0: a whole
+    micro-batch. Default (null): 4 on a CPU, where smaller passes keep the activations in cache, and a whole
+    micro-batch on a GPU. Only memory and speed depend on it: the gradient is the same (`algorithms.update`)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     overlap: bool = False
@@ -184,8 +185,10 @@ class TrainConfig:
         if groups_per_step != self.num_queries:
             raise ValueError(f"batch_size * grad_accumulation ({groups_per_step}) must equal num_queries "
                              f"({self.num_queries}): each iteration makes one optimizer step")
-        if self.rows_per_pass is not None and self.rows_per_pass < 1:
-            raise ValueError("rows_per_pass must be at least 1 (or null: a whole micro-batch per pass)")
+        if self.rows_per_pass is None:
+            self.rows_per_pass = 4 if self.device == "cpu" else 0
+        if self.rows_per_pass < 0:
+            raise ValueError("rows_per_pass must be at least 1, or 0 for a whole micro-batch per pass")
         for name in ("num_queries", "group_size", "iterations", "max_new_tokens", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -41,7 +41,7 @@ class RAE(SelfPlayLoss):
             for group in groups[roles == role].unique().tolist():
                 value = float(reward[(roles == role) & (groups == group)].mean())
                 self.baselines[role] = decay * self.baselines.get(role, 0.0) + (1 - decay) * value
-        baseline = torch.tensor([self.baselines[role] for role in roles.tolist()], dtype=reward.dtype)
+        baseline = torch.tensor([self.baselines[role] for role in roles.tolist()], dtype=reward.dtype, device=reward.device)
         advantage = self._normalize(reward - baseline, reward, roles)
         branch = batch.get(BRANCH_KEY).bool()
         rows = float(len(reward))

@@ -1,16 +1,16 @@
-"""The self-play training loop behind `lsp train`, over the parts `algorithms.assembly` builds.
+"""The self-play training loop behind `lsp train`, at every scale.
 
-Each iteration: collect -> reference log-probs -> advantages -> loss ->
-one optimizer step (AdamW, gradient clipping) -> push the new weights to the
-engine and verify them (`agents.sync`) -> log -> checkpoint. With `overlap`, the
-next iteration's collection runs in a thread during this one's reference and
-training phases, and the engine takes the new weights once it has finished.
-`algorithms.cluster.ClusterTrainer` runs the same loop over Ray actors.
+`Trainer` owns the iteration once: collect -> reference log-probs -> advantages, loss and one optimizer step ->
+new weights into the engines, verified (`agents.sync`) -> log -> checkpoint, plus the held-out evaluation before
+and after. What changes with scale is composed into it (`algorithms.backends`): a rollout backend (the
+in-process collector, or Ray rollout workers) and an update backend (AdamW in this process, or an FSDP2 process
+group). With `overlap`, the next iteration's collection runs during this one's training step, and the engines
+take the new weights once it has finished.
 """
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import warnings
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -19,75 +19,56 @@ import torch
 import yaml
 
 from agents import SamplingParams
-from agents.lora import has_adapter
-from agents.models import load_model
-from agents.policy import Policy
-from agents.sync import WeightSync
 from algorithms import checkpoint
-from algorithms.assembly import build_run
+from algorithms.backends import Pending, RolloutBackend, UpdateBackend, make_backends
 from algorithms.base import RESPONSE_MASK
-from algorithms.batch import make_batch, rollout_rows
-from algorithms.collector import Collector, Rollout
+from algorithms.batch import make_batch
+from algorithms.collector import Rollout
 from algorithms.config import TrainConfig
+from algorithms.device import device_peak_gib, synchronize
 from algorithms.memory import PeakMemory, release_freed_memory
 from algorithms.metrics import iteration_metrics
 from algorithms.run_log import RunLog, plot_curves
-from algorithms.update import optimizer_step
-from evaluation.suite import evaluate_policy, load_suite
+from evaluation.suite import load_suite
 
 
 class Trainer:
-    """Trains the parts of a run (`algorithms.assembly.build_run`) built from a `TrainConfig`."""
+    """Trains a run built from a `TrainConfig`, over the backends its `cluster` settings pick."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, judges: dict | None = None,
-                 policy: Policy | None = None):
-        """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config;
-        `policy` replaces the engine named in the config (it must serve `config.model`)."""
+                 policy=None, resume_from: Path | None = None,
+                 backends: tuple[RolloutBackend, UpdateBackend] | None = None):
+        """`judges` ({"judge": ..., "quality_judge": ...}) replaces the judges named in the config; `policy`
+        replaces the engine named in the config (it must serve `config.model`); `resume_from` is a checkpoint
+        the update backend starts from; `backends` replaces the pair the config picks."""
         self.suite = load_suite(config.eval_suite) if config.eval_suite else None  # a wrong name fails before loading
-        self.parts = build_run(config, judges, policy)
-        self.config, self.model, self.loss = self.parts.config, self.parts.model, self.parts.loss
+        if backends is None:
+            config, *backends = make_backends(config, judges, policy, resume_from)
+        self.config = config
+        self.rollout, self.update = backends
         self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
         self.start_iteration = 0
-        self.weight_sync = WeightSync(self.parts.policy, self.model, self.parts.tokenizer, config.sync_tolerance,
-                                      config.sync_timeout_s)
-        self.weight_sync(push=False)  # the engine must start from the trainer's weights
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=config.weight_decay)
-        env = self.parts.make_env()
-        self.roles = list(env.possible_agents)
-        self.guard_names = [guard.name for guard in getattr(env, "guards", ())]
-        self.collector = Collector(self.parts.make_env, self.parts.players(), config.group_size)
-        self.next_rollout: Future | None = None  # with overlap: the next iteration's, being collected
-        self.overlap_thread = ThreadPoolExecutor(1, thread_name_prefix="overlap") if config.overlap else None
+        self.next_rollout: Pending | None = None  # with overlap: the next iteration's, being collected
         self.peak_memory = PeakMemory()
+        self.sync_weights()  # the engines start from the trainer's weights
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- resume -----------------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: Path, judges: dict | None = None, **overrides) -> "Trainer":
-        """Continue the run in `run_dir` from its newest intact checkpoint (`overrides` change its config),
-        warning about each newer, damaged one it skips."""
-        import warnings
-
+    def resume(cls, run_dir: Path, judges: dict | None = None, policy=None, **overrides) -> "Trainer":
+        """Continue the run in `run_dir` from its newest intact checkpoint (`overrides` change its config, e.g.
+        `cluster=ClusterConfig(...)` to continue at another scale), warning about each newer, damaged one it
+        skips."""
         run_dir = checkpoint.find_run(run_dir)
         path, skipped = checkpoint.newest_valid_checkpoint(run_dir)
         for line in skipped:
             warnings.warn(line, stacklevel=2)
         state = checkpoint.load_trainer_state(path)
-        trainer = cls._restored(TrainConfig.from_yaml(path / "config.yaml", **overrides), run_dir, path, state, judges)
+        config = TrainConfig.from_yaml(path / "config.yaml", **overrides)
+        trainer = cls(config, run_dir, judges, policy, resume_from=path)
         checkpoint.set_rng_state(state["rng"])
         trainer.start_iteration = state["iteration"]
         _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
-        return trainer
-
-    @classmethod
-    def _restored(cls, config: TrainConfig, run_dir: Path, path: Path, state: dict, judges: dict | None) -> "Trainer":
-        """A trainer with checkpoint `path`'s weights (pushed to the engine), optimizer and algorithm state."""
-        trainer = cls(config, run_dir, judges)
-        load_checkpoint_weights(trainer.model, path, config)
-        trainer.weight_sync()
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.loss.load_algorithm_state(state["extra"].get("algorithm", {}))
         return trainer
 
     # --- the loop ---------------------------------------------------------------
@@ -143,106 +124,106 @@ class Trainer:
         print(line, flush=True)
         return score.strict
 
-    def collect(self, iteration: int) -> Rollout:
-        """The rollout of `iteration`: `num_queries` groups from its seeds."""
-        return self.collector.collect(self.config.num_queries, seed=iteration_seed(self.config, iteration))
-
     def heldout_score(self):
         """The policy's greedy answers to the held-out suite, graded."""
-        params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
-        return evaluate_policy(self.parts.policy, self.suite, params)[0]
+        return self.rollout.heldout_score(self.suite, SamplingParams(self.config.eval_max_new_tokens, temperature=0.0))
+
+    def start_collection(self, iteration: int, background: bool = False) -> Pending:
+        """Start `iteration`'s rollout: `num_queries` groups from its seed."""
+        return self.rollout.start(self.config.num_queries, iteration_seed(self.config, iteration), background)
+
+    def sync_weights(self):
+        """The update backend's weights into the rollout backend's engines, verified; returns the `SyncReport`."""
+        return self.rollout.receive_weights(self.update.publish_weights())
 
     def iteration(self, iteration: int) -> tuple[dict, Rollout]:
-        """One collect/update/sync step; returns its metrics and rollout."""
+        """One collect/reference/update/sync step; returns its metrics and rollout."""
         config, start = self.config, time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + iteration)
-        failures_before = {name: getattr(j, "failures", 0) for name, j in self.parts.judges.items() if j}
-        rollout = self.next_rollout.result() if self.next_rollout else self.collect(iteration)
-        peaks = {"collect": self.peak_memory.take()}
-        self.next_rollout = None
+        times, peaks = {}, {}
+        self.take_peaks()
+
+        def phase(name, fn, *args):
+            tick = time.perf_counter()
+            value = fn(*args)
+            synchronize(self.update.device)  # GPU work is timed when it has finished
+            times[name], peaks[name] = time.perf_counter() - tick, self.take_peaks()
+            release_freed_memory()
+            return value
+
+        pending, self.next_rollout = self.next_rollout or self.start_collection(iteration), None
+        collected = phase("collect", pending.result)
+        rollout = collected.rollout
+        batch = make_batch(collected.rows, self.rollout.roles, self.rollout.pad_token_id)
+        phase("reference", self.rollout.reference, batch)
         if config.overlap and iteration < config.iterations:  # sampled with these weights, trained on after the step
-            self.next_rollout = self.overlap_thread.submit(self.collect, iteration + 1)
-        rows = rollout_rows(rollout)
-        batch = make_batch(rows, self.roles, self.parts.pad_token_id())
-        release_freed_memory()
-
-        tick = time.perf_counter()
-        self.parts.fill_reference_log_probs(batch)
-        reference_time = time.perf_counter() - tick
-        peaks["reference"] = self.peak_memory.take()
-        release_freed_memory()
-
-        tick = time.perf_counter()
-        self.loss.compute_advantages(batch)
-        losses = optimizer_step(self.model, self.loss, self.optimizer, batch, config.micro_batches()[0],
-                                config.max_grad_norm, config.autocast, rows_per_pass=config.rows_per_pass)
-        train_time = time.perf_counter() - tick
-        peaks["train"] = self.peak_memory.take()
-
+            self.next_rollout = self.start_collection(iteration + 1, background=True)
+        losses = phase("train", self.train_step, batch)
         tick = time.perf_counter()
         if self.next_rollout:
-            wait([self.next_rollout])  # the engine takes new weights between collections only
+            self.next_rollout.wait()  # the engines take new weights between collections only
         waited = time.perf_counter() - tick
-        sync = self.weight_sync()
-        peaks["sync"] = self.peak_memory.take()
-        release_freed_memory()
+        sync = phase("sync", self.sync_weights)
 
-        metrics = losses | iteration_metrics(rollout, batch, self.roles, self.guard_names)
-        for name, judge in self.parts.judges.items():
-            if judge is not None and hasattr(judge, "failures"):
-                metrics[f"{name}/parse_failures"] = judge.failures - failures_before[name]
-        generated = int(batch.get(RESPONSE_MASK).sum())
+        metrics = losses | iteration_metrics(rollout, batch, self.rollout.roles, self.rollout.guard_names)
+        metrics |= collected.failures
+        generate = rollout.timings.get("generate", 0.0)
         metrics.update({
-            "time/generate": rollout.timings.get("generate", 0.0),
-            "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
-            "time/reference": reference_time, "time/train": train_time, "time/overlap_wait": waited,
-            "time/sync": sync.total_s,
-            "sync/max_logprob_gap": sync.max_abs_diff,
+            "time/generate": generate, "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
+            "time/reference": times["reference"], "time/train": times["train"], "time/overlap_wait": waited,
+            "time/sync": sync.total_s, "sync/max_logprob_gap": sync.max_abs_diff, "sync/bytes": sync.bytes,
             "time/iteration": time.perf_counter() - start,
-            "throughput/generated_tokens_per_s": generated / max(rollout.timings.get("generate", 0.0), 1e-9),
+            "throughput/generated_tokens_per_s": int(batch.get(RESPONSE_MASK).sum()) / max(generate, 1e-9),
         })
         metrics.update(memory_metrics(peaks, by_phase=not config.overlap))
         return metrics, rollout
 
+    def train_step(self, batch) -> dict[str, float]:
+        """The update backend's step; the engines sleep through it unless they are collecting (overlap)."""
+        if self.next_rollout:
+            return self.update.step(batch)
+        self.rollout.sleep()
+        try:
+            return self.update.step(batch)
+        finally:
+            self.rollout.wake_up()
+
+    def take_peaks(self) -> tuple[float | None, float | None]:
+        """(resident GiB, device GiB): the largest peak of any process of the run since the last call."""
+        found = [(self.peak_memory.take(), device_peak_gib(self.update.device)),
+                 *self.rollout.take_peaks(), *self.update.take_peaks()]
+        return tuple(max((p[i] for p in found if p[i] is not None), default=None) for i in (0, 1))
+
     def save(self, iteration: int) -> Path:
-        return checkpoint.save_checkpoint(self.run_dir, iteration, self.model, self.parts.tokenizer,
-                                          self.optimizer.state_dict(),
-                                          yaml.safe_dump(asdict(self.config), sort_keys=False),
-                                          extra={"algorithm": self.loss.algorithm_state()})
+        self.update.save(self.run_dir, iteration, yaml.safe_dump(asdict(self.config), sort_keys=False))
+        return checkpoint.latest_checkpoint(self.run_dir)
 
     def close(self) -> None:
         self.peak_memory.close()
-        if self.overlap_thread:  # a run stopped by its time limit leaves one collection running
-            self.overlap_thread.shutdown(wait=True)
-        self.parts.close()
+        try:
+            self.rollout.close()
+        finally:
+            self.update.close()
 
 
-def memory_metrics(peaks: dict[str, float | None], by_phase: bool = True) -> dict[str, float]:
-    """`memory/peak_gib`: the iteration's peak resident memory, and with `by_phase` each phase's
-    (`memory/peak_gib/train`, ...); with overlap, collection runs beside the other phases, so only the total."""
-    if None in peaks.values():
-        return {}
-    metrics = {"memory/peak_gib": max(peaks.values())}
-    if by_phase:
-        metrics |= {f"memory/peak_gib/{phase}": peak for phase, peak in peaks.items()}
+def memory_metrics(peaks: dict[str, tuple[float | None, float | None]], by_phase: bool = True) -> dict[str, float]:
+    """From each phase's (resident GiB, device GiB) peak: `memory/peak_gib`, the iteration's peak resident
+    memory, and `memory/device_peak_gib`, its peak device memory (GPU runs only); with `by_phase` also each
+    phase's (`memory/peak_gib/train`, ...). With overlap, collection runs beside the other phases, so only the
+    totals."""
+    metrics = {}
+    for index, key in enumerate(("memory/peak_gib", "memory/device_peak_gib")):
+        values = {phase: peak[index] for phase, peak in peaks.items()}
+        if None in values.values():
+            continue
+        metrics[key] = max(values.values())
+        if by_phase:
+            metrics |= {f"{key}/{phase}": value for phase, value in values.items()}
     return metrics
 
 
 def iteration_seed(config: TrainConfig, iteration: int) -> int:
     """The seed of `iteration`'s first group; group g plays from this seed + g."""
     return config.seed * 1_000_003 + iteration * config.num_queries
-
-
-def load_checkpoint_weights(model: torch.nn.Module, path: Path, config: TrainConfig) -> None:
-    """Load the model of checkpoint `path` (its LoRA adapter, or all weights) into `model`, in place."""
-    if has_adapter(model):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(Path(path) / "model" / "adapter_model.safetensors"))
-    else:
-        weights, _ = load_model(str(Path(path) / "model"), dtype=getattr(torch, config.dtype), device=config.device)
-        model.load_state_dict(weights.state_dict())
 
 
 def _new_run_dir(config: TrainConfig) -> Path:
@@ -256,7 +237,6 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     if not path.exists():
         return
     import json
-    import warnings
 
     lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
              if line.strip()]

@@ -9,36 +9,57 @@ to the one-process gradient exactly.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from tensordict import TensorDict
 
-from algorithms.base import ATTENTION_MASK, GROUP_KEY
+from agents.logprobs import token_log_probs
+from agents.lora import base_weights
+from algorithms.base import ATTENTION_MASK, GROUP_KEY, REF_LOG_PROBS, RESPONSE_MASK, TOKENS
 
 LOSS_TERMS = ("objective", "kl", "kl_penalty", "sampler_gap", "clip_fraction")
 
 
 def optimizer_step(model: torch.nn.Module, loss: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
                    groups_per_micro_batch: int, max_grad_norm: float, autocast: bool = False, rank: int = 0,
-                   world_size: int = 1, rows_per_pass: int | None = None) -> dict[str, float]:
+                   world_size: int = 1, rows_per_pass: int | None = None, group=None) -> dict[str, float]:
     """Accumulate the gradient of `loss` over this process's groups of `batch`, clip, step; returns the losses
     (`loss/<term>`, over the whole batch) and the gradient norm."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    device = next(model.parameters()).device.type
-    totals = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+    device = next(model.parameters()).device
+    totals = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device)  # on the device: NCCL reduces it
     for rows in training_passes(batch, groups_per_micro_batch, rows_per_pass, rank, world_size):
-        totals += _accumulate(loss, batch[rows], len(rows) / len(batch), world_size, device, autocast)
+        totals += _accumulate(loss, batch[rows].to(device), len(rows) / len(batch), world_size, autocast)
     if world_size > 1:
         from algorithms.distributed import reduce_replicated_grads
 
-        torch.distributed.all_reduce(totals)
-        reduce_replicated_grads(model)
+        torch.distributed.all_reduce(totals, group=group)
+        reduce_replicated_grads(model, group=group)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_norm = (clip_gradients(trainable, max_grad_norm) if world_size > 1
                  else float(torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)))
     optimizer.step()
     model.eval()
-    return {f"loss/{term}": float(value) for term, value in zip(LOSS_TERMS, totals)} | {"loss/grad_norm": grad_norm}
+    return dict(zip((f"loss/{term}" for term in LOSS_TERMS), totals.tolist())) | {"loss/grad_norm": grad_norm}
+
+
+@torch.no_grad()
+def reference_pass(reference_model: torch.nn.Module, batch: TensorDict, config, sampling=None) -> None:
+    """Write the reference model's log-probs of the sampled tokens into `batch`, under the run's sampling
+    settings (`sampling`), so that the KL compares like with like and is exactly 0 while the policy equals the
+    reference. It runs in the step's passes (`training_passes`, from the `TrainConfig` `config`); each pass's
+    rows go to the model's device, and the batch stays where it is."""
+    device = next(reference_model.parameters()).device
+    tokens, attention, response = batch.get(TOKENS), batch.get(ATTENTION_MASK), batch.get(RESPONSE_MASK)
+    reference = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+    with base_weights(reference_model), bf16_autocast(device, config.autocast):
+        for rows in training_passes(batch, config.micro_batches()[0], config.rows_per_pass):
+            log_probs = token_log_probs(reference_model.eval(), tokens[rows].to(device), attention[rows].to(device),
+                                        response[rows].to(device), sampling, packed=config.packing)
+            reference[rows] = log_probs.to(reference.device)
+    batch.set(REF_LOG_PROBS, reference)
 
 
 def training_passes(batch: TensorDict, groups_per_micro_batch: int, rows_per_pass: int | None = None, rank: int = 0,
@@ -60,32 +81,39 @@ def training_passes(batch: TensorDict, groups_per_micro_batch: int, rows_per_pas
     return passes
 
 
-def _accumulate(loss: torch.nn.Module, rows: TensorDict, share: float, world_size: int, device: str,
-                autocast: bool) -> torch.Tensor:
-    """Backpropagate the loss of `rows` weighted by their `share` of the batch; returns its terms (`LOSS_TERMS`)
-    times `share`."""
-    with torch.autocast(device, torch.bfloat16, enabled=autocast):
+def _accumulate(loss: torch.nn.Module, rows: TensorDict, share: float, world_size: int, autocast: bool
+                ) -> torch.Tensor:
+    """Backpropagate the loss of `rows` (on the model's device) weighted by their `share` of the batch; returns
+    its terms (`LOSS_TERMS`) times `share`, on that device (read once per step, not once per pass)."""
+    device = rows.get(ATTENTION_MASK).device
+    with bf16_autocast(device, autocast):
         output = loss(rows)
     penalty = getattr(output, "loss_kl_to_ref", None)
     total = output.loss_objective + (penalty if penalty is not None else 0.0)
     (total * share * world_size).backward()  # the processes' gradients are averaged: this makes it a sum
     terms = {"objective": output.loss_objective, "kl": getattr(output, "kl_to_ref", None), "kl_penalty": penalty,
              "sampler_gap": output.kl_approx, "clip_fraction": output.clip_fraction}
-    return torch.tensor([0.0 if terms[name] is None else float(torch.as_tensor(terms[name]).detach())
-                         for name in LOSS_TERMS], dtype=torch.float64) * share
+    return torch.stack([torch.zeros((), device=device) if terms[name] is None
+                        else torch.as_tensor(terms[name], device=device).detach().float().reshape(())
+                        for name in LOSS_TERMS]).double() * share
+
+
+def bf16_autocast(device: torch.device, enabled: bool):
+    """Autocast to bfloat16 on `device` if `enabled`, else nothing."""
+    return torch.autocast(device.type, torch.bfloat16) if enabled else nullcontext()
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:
     """`torch.nn.utils.clip_grad_norm_` for a mix of plain and FSDP2-sharded (DTensor) gradients, which it does
     not take together: scale them so that their global L2 norm is at most `max_norm`; returns the norm before."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    squares = torch.zeros((), dtype=torch.float64)
+    squares = []
     for grad in grads:
         norm = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
-        squares += float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm) ** 2
-    total = squares.sqrt()
-    scale = min(1.0, max_norm / (float(total) + 1e-6))
+        squares.append((norm.full_tensor() if hasattr(norm, "full_tensor") else norm).double() ** 2)
+    total = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    scale = min(1.0, max_norm / (total + 1e-6))
     if scale < 1.0:
         for grad in grads:
             grad.mul_(scale)
-    return float(total)
+    return total

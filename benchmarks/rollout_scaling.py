@@ -48,7 +48,7 @@ def measure(settings: Settings, workers: int) -> list[float]:
             start = time.perf_counter()
             results = ray.get([a.collect.remote(share, seed + i * share) for i, a in enumerate(actors)])
             wall = time.perf_counter() - start
-            tokens = sum(len(row.completion.token_ids) for rows, _, _ in results for row in rows)
+            tokens = sum(len(row.completion.token_ids) for collected, _ in results for row in collected.rows)
             if repeat:
                 rates.append(tokens / wall)
         ray.get([a.close.remote() for a in actors])

@@ -103,7 +103,7 @@ def ours(settings: Settings) -> dict:
         trainer.close()
     phases = {key.split("/")[1]: statistics.median(r[key] for r in records[settings.warmup:])
               for key in records[0] if key.startswith("time/") and key != "time/iteration"}
-    return {"times": times[settings.warmup:], "phases": phases, "engine": trainer.parts.policy.name,
+    return {"times": times[settings.warmup:], "phases": phases, "engine": trainer.rollout.parts.policy.name,
             "autocast": config.autocast}
 
 

@@ -13,7 +13,6 @@ import os
 import sys
 from argparse import ArgumentError
 from dataclasses import fields
-from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from rich.console import Console
@@ -170,15 +169,14 @@ def _train(options, argv: list[str], console: Console) -> None:
                  if any(a == f"--{f.name}" or a.startswith((f"--{f.name}=", f"--{f.name}.")) for a in argv)}
         overrides = {name: (options[name].as_dict() if hasattr(options[name], "as_dict") else options[name])
                      for name in given}
-        trainer_class = _trainer_class(_setup(lambda: _resumed_config(options.resume, overrides)))
-        trainer = _setup(lambda: trainer_class.resume(options.resume, **overrides))
+        trainer = _setup(lambda: Trainer.resume(options.resume, **overrides))
         console.print(f"resuming {trainer.run_dir} after iteration {trainer.start_iteration}")
     else:
-        trainer = _setup(lambda: _trainer_class(config)(config))
+        trainer = _setup(lambda: Trainer(config))
     cluster = trainer.config.cluster
     where = (f"Ray cluster {cluster.address}: {cluster.rollout_workers} rollout workers, "
              f"{cluster.trainer_processes} trainer processes" if cluster.address else
-             "engine " + trainer.parts.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else ""))
+             "engine " + trainer.rollout.parts.policy.name + (" (picked by auto)" if trainer.config.engine == "auto" else ""))
     console.print(f"run folder: [bold]{trainer.run_dir}[/]  ({where}, "
                   f"algorithm {trainer.config.algorithm}, game {trainer.config.game}, "
                   f"{'bf16 autocast' if trainer.config.autocast else trainer.config.dtype})")
@@ -191,26 +189,6 @@ def _train(options, argv: list[str], console: Console) -> None:
         trainer.close()
     console.print(f"done. metrics: {run_dir / 'metrics.jsonl'}  plot: {run_dir / 'curves.png'}  "
                   f"transcripts: {run_dir / 'transcripts.md'}  checkpoints: {run_dir / 'checkpoints'}")
-
-
-def _trainer_class(config):
-    """`Trainer` in one process, `ClusterTrainer` on a Ray cluster (`--cluster.address`)."""
-    if not config.cluster.address:
-        from algorithms.trainer import Trainer
-
-        return Trainer
-    from algorithms.cluster import ClusterTrainer
-
-    return ClusterTrainer
-
-
-def _resumed_config(run_dir: str, overrides: dict):
-    """The config a resumed run will have: its newest intact checkpoint's, with `overrides`."""
-    from algorithms import checkpoint
-    from algorithms.config import TrainConfig
-
-    path, _ = checkpoint.newest_valid_checkpoint(checkpoint.find_run(Path(run_dir)))
-    return TrainConfig.from_yaml(path / "config.yaml", **overrides)
 
 
 def _serve(config, console: Console) -> None:

@@ -6,6 +6,7 @@ import torch
 
 from agents import hf
 from agents.hf import HFPolicy
+from agents.logprobs import pad_rows, token_log_probs
 from agents.models import tiny_model
 from agents.policy import SamplingParams
 
@@ -82,6 +83,22 @@ def test_score_matches_generation_logprobs(monkeypatch):
         assert completion.logprobs != pytest.approx(score, abs=1e-4)  # sampled: the tempered, truncated ones
     assert policy.score([[1, 2]], [[]]) == [[]]
     policy.close()
+
+
+def test_sampled_log_probs_are_those_of_the_sampling_distribution_without_keeping_every_step():
+    model, tokenizer = tiny_model(seed=2)
+    policy = HFPolicy(model, tokenizer, max_batch_size=3, max_wait_s=0.0)
+    tempered = SamplingParams(max_new_tokens=12, temperature=0.8, min_p=0.05)
+    completions = policy.generate(CHATS[3], n=3, params=tempered)
+    policy.close()
+    tokens, attention, response = pad_rows([c.prompt_ids for c in completions], [c.token_ids for c in completions])
+    with torch.no_grad():
+        expected = token_log_probs(model, tokens, attention, response, tempered)
+    for row, completion in enumerate(completions):
+        start = len(completion.prompt_ids)
+        assert completion.logprobs == pytest.approx(expected[row, start:start + len(completion.token_ids)].tolist(),
+                                                    abs=1e-4)
+    assert not policy._generation_config(tempered).output_logits  # one step's logits kept, not all of them
 
 
 def test_concurrent_requests_share_one_batch():

@@ -123,11 +123,11 @@ def test_weight_sync_pushes_the_merged_adapter():
 def test_trainer_with_lora_trains_the_adapter_and_checkpoints_it_alone(tiny_path, tmp_path):
     config = tiny_config(tiny_path, tmp_path, lora_rank=4, lora_alpha=8.0, lr=1e-2)
     trainer = Trainer(config, judges=JUDGES)
-    assert trainer.parts.reference_model is trainer.model
-    base = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
+    assert trainer.rollout.parts.reference_model is trainer.update.model
+    base = {n: p.clone() for n, p in trainer.update.model.named_parameters() if "lora_" not in n}
     run_dir = trainer.train(progress=False)
-    assert all(torch.equal(p, base[n]) for n, p in trainer.model.named_parameters() if "lora_" not in n)
-    expected = log_probs(trainer.model)
+    assert all(torch.equal(p, base[n]) for n, p in trainer.update.model.named_parameters() if "lora_" not in n)
+    expected = log_probs(trainer.update.model)
     trainer.close()
     folder = run_dir / "checkpoints" / "iter_000002" / "model"
     assert (folder / "adapter_model.safetensors").exists() and not (folder / "model.safetensors").exists()
@@ -135,7 +135,7 @@ def test_trainer_with_lora_trains_the_adapter_and_checkpoints_it_alone(tiny_path
     merged, _ = load_model(str(folder))
     assert torch.allclose(log_probs(merged), expected, atol=1e-5)
     resumed = Trainer.resume(run_dir, judges=JUDGES, iterations=3)
-    assert torch.allclose(log_probs(resumed.model), expected, atol=1e-6)
+    assert torch.allclose(log_probs(resumed.update.model), expected, atol=1e-6)
     resumed.train(progress=False)
     resumed.close()
 

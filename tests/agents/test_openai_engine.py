@@ -291,5 +291,5 @@ def test_trainer_runs_unchanged_on_the_openai_engine(server, tmp_path, monkeypat
         metrics, _ = trainer.iteration(1)
     finally:
         trainer.close()
-    assert trainer.parts.policy.name == "openai"
+    assert trainer.rollout.parts.policy.name == "openai"
     assert metrics["sync/max_logprob_gap"] < 1e-3

@@ -165,7 +165,7 @@ def test_trainer_runs_unchanged_on_the_vllm_engine(engine, tmp_path, restore_wei
     for record in records:
         assert record["sync/max_logprob_gap"] < 1e-3
         assert 0 < record["time/sync"] < record["time/iteration"]
-    trainer.parts.reference.close()
+    trainer.rollout.parts.reference.close()
 
 
 def test_weight_sync_of_a_lora_model_is_verified(engine, hf):
@@ -207,9 +207,9 @@ def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf,
                          grad_accumulation=2, max_new_tokens=8, iterations=1, lr=1e-2, output=str(tmp_path))
     trainer = Trainer(config, policy=engine)
     try:
-        judge = trainer.parts.judges["quality_judge"]
+        judge = trainer.rollout.parts.judges["quality_judge"]
         assert isinstance(judge, SelfJudge) and isinstance(judge.policy, VLLMPolicy)
-        assert judge.policy is trainer.parts.judge_policy is not engine
+        assert judge.policy is trainer.rollout.parts.judge_policy is not engine
         record, _ = trainer.iteration(1)
         assert record["judge/quality"] > 0
         expected = [j.score for j in build_judge("rubric", hf).judge_batch(PAIRS)]
@@ -217,5 +217,16 @@ def test_trainer_self_judges_run_on_a_frozen_vllm_engine_of_the_base(engine, hf,
         trained = [j.score for j in build_judge("rubric", engine).judge_batch(PAIRS)]
         assert trained != pytest.approx(expected, abs=1e-3)  # the policy engine serves the trained weights
     finally:
-        trainer.parts.reference.close()
-        trainer.parts.judge_policy.close()
+        trainer.rollout.parts.reference.close()
+        trainer.rollout.parts.judge_policy.close()
+
+
+def test_engine_arguments_per_device_leave_the_trainer_a_share_of_the_gpu():
+    from agents.vllm_engine import GPU_MEMORY_FRACTION, JUDGE_GPU_MEMORY_FRACTION, device_engine_args
+
+    cpu = device_engine_args(resolve_model(DEFAULT_MODEL), "cpu", kv_cache_gib=1.0)
+    assert cpu["enforce_eager"] and cpu["kv_cache_memory_bytes"] == 2**30 and "gpu_memory_utilization" not in cpu
+    gpu = device_engine_args(resolve_model(DEFAULT_MODEL), "cuda", memory_fraction=JUDGE_GPU_MEMORY_FRACTION)
+    assert gpu == {"gpu_memory_utilization": JUDGE_GPU_MEMORY_FRACTION, "enforce_eager": False,
+                   "enable_sleep_mode": True}  # CUDA graphs, and the GPU freed while the trainer steps
+    assert GPU_MEMORY_FRACTION + JUDGE_GPU_MEMORY_FRACTION <= 0.6  # both engines of a run leave 40 % to training

@@ -21,7 +21,7 @@ def trained(model, batch, rank: int = 0, world_size: int = 1) -> dict:
 
 
 def main(inputs: str, output: str, lora_rank: int) -> None:
-    rank, world_size = distributed.init("gloo")
+    rank, world_size = distributed.init()
     model, batch = torch.load(inputs, weights_only=False) if rank == 0 else (None, None)
     model, batch = distributed.broadcast(model), distributed.broadcast(batch)  # the one batch every process trains on
     if lora_rank:

@@ -201,3 +201,30 @@ def test_a_damaged_metrics_line_before_the_last_fails_naming_file_and_line(tmp_p
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))} line 2 is damaged"):
         _truncate_metrics(path, 3)
     assert path.read_text().count("\n") == 3  # left as it was
+
+
+def save_as_on_a_gpu(state, file):
+    """`torch.save` as a GPU run writes it: every tensor's storage tagged cuda:0."""
+    tagging = [True]
+    torch.serialization.register_package(-1, lambda storage: "cuda:0" if tagging[0] else None,
+                                         lambda storage, location: None)
+    try:
+        torch.save(state, file)
+    finally:
+        tagging[0] = False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu(saved):
+    model, _ = tiny_model(seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    sum(p.sum() for p in model.parameters()).backward()
+    optimizer.step()
+    save_as_on_a_gpu({"iteration": 1, "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
+                      "extra": {}}, saved / "trainer.pt")
+    with pytest.raises(RuntimeError, match="CUDA"):  # what a load without map_location meets
+        torch.load(saved / "trainer.pt", weights_only=True)
+    write_manifest(saved)
+    state = checkpoint.load_trainer_state(saved)
+    assert all(value.device.type == "cpu" for values in state["optimizer"]["state"].values()
+               for value in values.values() if isinstance(value, torch.Tensor))

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from algorithms import distributed
+
 WORKER = Path(__file__).with_name("distributed_step.py")
 ROOT = Path(__file__).parents[2]
 
@@ -29,3 +31,14 @@ def test_two_sharded_processes_take_the_one_process_step(tmp_path, lora_rank, ei
         torch.testing.assert_close(sharded[name] - before[name], value - before[name], atol=1e-6, rtol=1e-4, msg=name)
     sharded_losses, alone_losses = saved["losses"]
     assert sharded_losses == pytest.approx(alone_losses, rel=1e-5, abs=1e-7)  # the gradient norm included
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: chosen[-1])
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert distributed.local_device() == torch.device("cuda", 2) and chosen == [2]
+    assert distributed.backend() == "cpu:gloo,cuda:nccl"  # CPU tensors over gloo, CUDA ones over NCCL

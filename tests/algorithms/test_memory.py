@@ -69,8 +69,14 @@ def test_peak_memory_is_a_number_in_gib_here_and_the_iteration_peak_is_the_large
         assert 0.01 < peaks.take() < 1024 and resident_gib() is not None
     finally:
         peaks.close()
-    metrics = memory_metrics({"collect": 2.0, "train": 3.5, "sync": 1.0})
+    metrics = memory_metrics({"collect": (2.0, None), "train": (3.5, None), "sync": (1.0, None)})
     assert metrics == {"memory/peak_gib": 3.5, "memory/peak_gib/collect": 2.0, "memory/peak_gib/train": 3.5,
                        "memory/peak_gib/sync": 1.0}
-    assert memory_metrics({"collect": 2.0, "train": 3.5}, by_phase=False) == {"memory/peak_gib": 3.5}
-    assert memory_metrics({"collect": None}) == {}
+    assert memory_metrics({"collect": (2.0, None), "train": (3.5, None)}, by_phase=False) == {"memory/peak_gib": 3.5}
+    assert memory_metrics({"collect": (None, None)}) == {}
+
+
+def test_device_memory_is_logged_beside_resident_memory_when_a_device_reports_it():
+    metrics = memory_metrics({"collect": (2.0, 0.5), "train": (3.0, 7.5)})
+    assert metrics["memory/device_peak_gib"] == 7.5 and metrics["memory/device_peak_gib/collect"] == 0.5
+    assert metrics["memory/peak_gib"] == 3.0

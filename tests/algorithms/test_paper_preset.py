@@ -49,11 +49,11 @@ def test_the_preset_trains_an_iteration_with_tiny_models(tiny_path, reward_model
                                    judge_max_new_tokens=6, output=str(tmp_path))
     trainer = Trainer(config)
     try:
-        assert isinstance(trainer.parts.judges["judge"], RewardModelJudge)
-        quality = trainer.parts.judges["quality_judge"]
+        assert isinstance(trainer.rollout.parts.judges["judge"], RewardModelJudge)
+        quality = trainer.rollout.parts.judges["quality_judge"]
         assert isinstance(quality, SelfJudge) and quality.mode == "generate" and "Sum:" in quality.prompt
-        assert trainer.loss.config.aggregation == "sequence_sum" and trainer.optimizer.param_groups[0]["lr"] == 3e-6
-        assert trainer.parts.reference_model is not trainer.model  # full fine-tuning: a frozen copy
+        assert trainer.update.loss.config.aggregation == "sequence_sum" and trainer.update.optimizer.param_groups[0]["lr"] == 3e-6
+        assert trainer.rollout.parts.reference_model is not trainer.update.model  # full fine-tuning: a frozen copy
         metrics, _ = trainer.iteration(1)
     finally:
         trainer.close()
@@ -88,7 +88,7 @@ def test_lsp_zero_can_keep_the_game_zero_sum(tiny_path, tmp_path):
                          eval_suite=None, output=str(tmp_path), autocast=False)
     trainer = Trainer(config, judges={"judge": FunctionJudge(lambda query, answer: 0.0)})
     try:
-        assert trainer.parts.make_env().zero_sum
+        assert trainer.rollout.parts.make_env().zero_sum
     finally:
         trainer.close()
 

@@ -64,11 +64,11 @@ def test_rae_baselines_survive_save_and_resume(tiny_path, tmp_path):
 
     first = Trainer(config(tiny_path, tmp_path / "b", 2), judges={})
     run_dir = first.train(progress=False)
-    saved = dict(first.loss.baselines)
+    saved = dict(first.update.loss.baselines)
     first.close()
     assert saved and all(value != 0 for value in saved.values())
     resumed = Trainer.resume(run_dir, judges={}, iterations=3)
-    assert resumed.loss.baselines == saved
+    assert resumed.update.loss.baselines == saved
     resumed.train(progress=False)
     resumed.close()
-    assert resumed.loss.baselines == pytest.approx(straight.loss.baselines)
+    assert resumed.update.loss.baselines == pytest.approx(straight.update.loss.baselines)

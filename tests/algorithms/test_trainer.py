@@ -112,18 +112,18 @@ def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_pat
     algorithms.register("solver-only", SolverOnly)
     try:
         trainer = Trainer(tiny_config(tiny_path, tmp_path, algorithm="solver-only", iterations=1), judges=JUDGES)
-        before = [p.detach().clone() for p in trainer.model.parameters()]
+        before = [p.detach().clone() for p in trainer.update.model.parameters()]
         trainer.train(progress=False)
         trainer.close()
     finally:
         algorithms.registry.unregister("solver-only")
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.update.model.parameters()))
 
 
 @pytest.mark.slow
 def test_reward_goes_up_on_a_programmatic_game(tiny_path, tmp_path):
-    """Twenty steps on the tiny model raise the solver's space share (from about 0.1)."""
-    config = tiny_config(tiny_path, tmp_path, iterations=20, num_queries=4, group_size=4, batch_size=2,
+    """Thirty steps on the tiny model raise the solver's space share (from about 0.1)."""
+    config = tiny_config(tiny_path, tmp_path, iterations=30, num_queries=4, group_size=4, batch_size=2,
                          max_new_tokens=8, lr=5e-2, beta=0.0, save_every=100, transcript_every=100)
     trainer = Trainer(config, judges=JUDGES)
     run_dir = trainer.train(progress=False)
@@ -168,9 +168,9 @@ def test_only_the_judges_the_game_takes_are_built_on_the_reference(tiny_path, tm
                          quality_judge="rubric", judge="helpfulness")
     trainer = Trainer(config)
     try:
-        assert sorted(trainer.parts.judges) == judges
-        assert all(judge.policy is trainer.parts.reference for judge in trainer.parts.judges.values())
-        assert trainer.parts.judge_policy is None
+        assert sorted(trainer.rollout.parts.judges) == judges
+        assert all(judge.policy is trainer.rollout.parts.reference for judge in trainer.rollout.parts.judges.values())
+        assert trainer.rollout.parts.judge_policy is None
     finally:
         trainer.close()
 
@@ -181,11 +181,11 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_path, tmp_path, lora_
     for checkpointing in (False, True):
         trainer = Trainer(tiny_config(tiny_path, tmp_path / str(checkpointing), iterations=1, lora_rank=lora_rank,
                                       gradient_checkpointing=checkpointing), judges=JUDGES)
-        assert trainer.model.is_gradient_checkpointing is checkpointing
-        before.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+        assert trainer.update.model.is_gradient_checkpointing is checkpointing
+        before.append([p.detach().clone() for p in trainer.update.model.parameters() if p.requires_grad])
         trainer.train(progress=False)
         trainer.close()
-        after.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+        after.append([p.detach().clone() for p in trainer.update.model.parameters() if p.requires_grad])
     assert all(torch.equal(a, b) for a, b in zip(*before))
     assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0]))  # the step moved the weights
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*after))
@@ -198,11 +198,11 @@ def test_packing_gives_the_same_update_and_a_zero_kl_at_the_start(tiny_path, tmp
     for packing in (False, True):
         trainer = Trainer(tiny_config(tiny_path, tmp_path / str(packing), iterations=1, lora_rank=4, num_queries=4,
                                       group_size=3, batch_size=2, rows_per_pass=3, packing=packing), judges=JUDGES)
-        assert trainer.parts.loss.packed is packing
+        assert trainer.rollout.parts.loss.packed is packing
         run_dir = trainer.train(progress=False)
         trainer.close()
         assert metrics(run_dir)[0]["loss/kl"] == 0.0
-        after.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+        after.append([p.detach().clone() for p in trainer.update.model.parameters() if p.requires_grad])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*after))
 
 
@@ -226,7 +226,7 @@ def test_overlap_trains_on_samples_one_step_old_with_the_clipped_ratio(tiny_path
         engine_model, tokenizer = load_model(tiny_path)
         trainer = Trainer(config, judges=JUDGES, policy=HFPolicy(copy.deepcopy(engine_model), tokenizer))
         try:
-            assert (trainer.parts.loss.config.clip_epsilon == 0.2) is overlap
+            assert (trainer.rollout.parts.loss.config.clip_epsilon == 0.2) is overlap
             run_dir = trainer.train(progress=False)
         finally:
             trainer.close()
@@ -235,16 +235,51 @@ def test_overlap_trains_on_samples_one_step_old_with_the_clipped_ratio(tiny_path
     assert gaps[True][0] < 1e-4 and min(gaps[True][1:]) > 10 * max(gaps[False])
 
 
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_engine_sleeps_through_each_step_unless_it_is_collecting(tiny_path, tmp_path, overlap):
+    """vLLM on a GPU frees its memory for the step (`Policy.sleep`); with overlap it is sampling then, and stays
+    awake, except in the last iteration, which starts no collection."""
+    import copy
+
+    from agents.hf import HFPolicy
+    from agents.models import load_model
+
+    events = []
+
+    class Recording(HFPolicy):
+        def generate_batch(self, *args, **kwargs):
+            events.append("generate")
+            return super().generate_batch(*args, **kwargs)
+
+        def sleep(self):
+            events.append("sleep")
+
+        def wake_up(self):
+            events.append("wake_up")
+
+    engine_model, tokenizer = load_model(tiny_path)
+    trainer = Trainer(tiny_config(tiny_path, tmp_path, overlap=overlap, iterations=3), judges=JUDGES,
+                      policy=Recording(copy.deepcopy(engine_model), tokenizer))
+    try:
+        trainer.train(progress=False)
+    finally:
+        trainer.close()
+    assert "generate" in events
+    assert events.count("sleep") == events.count("wake_up") == (1 if overlap else 3)
+    for start in [i for i, event in enumerate(events) if event == "sleep"]:
+        assert events[start + 1] == "wake_up"  # nothing samples while the engine sleeps
+
+
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_rows_per_pass_gives_the_same_update(tiny_path, tmp_path, lora_rank):
     after = []
-    for rows_per_pass in (None, 1, 3):
+    for rows_per_pass in (0, 1, 3):
         trainer = Trainer(tiny_config(tiny_path, tmp_path / str(rows_per_pass), iterations=1, lora_rank=lora_rank,
                                       num_queries=4, group_size=3, batch_size=2, rows_per_pass=rows_per_pass),
                           judges=JUDGES)
         trainer.train(progress=False)
         trainer.close()
-        after.append([p.detach().clone() for p in trainer.model.parameters() if p.requires_grad])
+        after.append([p.detach().clone() for p in trainer.update.model.parameters() if p.requires_grad])
     for other in after[1:]:
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after[0], other))
 
