@@ -49,7 +49,8 @@ class HFPolicy(Policy):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos_ids[0]
         self.tokens_generated = 0
         self.direct_batches = 0
-        self._lock = lock or threading.Lock()
+        self.lock = lock or threading.Lock()
+        """Held for every use of the model; another `HFPolicy` over the same model takes it as `lock`."""
         self._batcher = MicroBatcher(self._generate_batch, max_batch_size, max_wait_s, name="hf-generate")
         self._next_token_batcher = MicroBatcher(self._next_token_batch, max_batch_size, max_wait_s, name="hf-next-token")
 
@@ -72,7 +73,7 @@ class HFPolicy(Policy):
 
     def seed(self, seed: int) -> None:
         """Seed torch's global generator, between batches (not per request)."""
-        with self._lock:
+        with self.lock:
             torch.manual_seed(seed)
 
     def generate(self, chat: Chat, n: int = 1, params: SamplingParams = SamplingParams()) -> list[Completion]:
@@ -109,7 +110,7 @@ class HFPolicy(Policy):
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy new weights in (strict); the model's own tensors are a no-op."""
-        with self._lock:
+        with self.lock:
             self.model.load_state_dict(state_dict, strict=True)
 
     def close(self) -> None:
@@ -120,7 +121,7 @@ class HFPolicy(Policy):
     def _using_model(self):
         """Hold the lock, in eval and inference mode (and autocast), with the adapter off when `base_only`."""
         autocast = torch.autocast(self.model.device.type, self.autocast) if self.autocast else nullcontext()
-        with self._lock, _eval_mode(self.model), torch.inference_mode(), autocast:
+        with self.lock, _eval_mode(self.model), torch.inference_mode(), autocast:
             with base_weights(self.model) if self.base_only else nullcontext():
                 yield
 

@@ -14,7 +14,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -25,6 +25,10 @@ from agents.policy import Policy, SamplingParams
 log = logging.getLogger(__name__)
 
 
+MAX_JUDGED_TOKENS = 1024  # of a query, and of an answer: what a self-judge reads of each, as reward models cut
+# their input at max_length (a 4,000-character answer otherwise took 45 s to judge on 2 cores)
+
+
 @dataclass
 class Judgement:
     """One judge decision. `score` is the reward; `parsed` is False when the
@@ -33,6 +37,8 @@ class Judgement:
     score: float
     text: str | None = None
     parsed: bool = True
+    truncated: bool = False
+    """Whether the query or the answer was cut to the judge's `max_input_tokens` before it was read."""
 
 
 class Judge(ABC):
@@ -206,7 +212,8 @@ class SelfJudge(Judge):
     def __init__(self, policy: Policy, prompt: str = RUBRIC_PROMPT, max_score: int = 7, mode: str = "expected",
                  max_new_tokens: int = 128, scale: float = 1.0, fallback_score: float = 0.0,
                  output_format: str = GENERATE_INSTRUCTIONS,
-                 parser: Callable[[str, int], float | None] = parse_rubric_score):
+                 parser: Callable[[str, int], float | None] = parse_rubric_score,
+                 max_input_tokens: int = MAX_JUDGED_TOKENS):
         if mode not in ("expected", "generate"):
             raise ValueError(f"mode must be 'expected' or 'generate', got {mode!r}")
         if not 1 <= max_score <= 9 and mode == "expected":
@@ -220,19 +227,22 @@ class SelfJudge(Judge):
         self.scale = scale
         self.fallback_score = fallback_score
         self.parser = parser
+        self.max_input_tokens = max_input_tokens
         self.calls = 0
         self.failures = 0
         self._lock = threading.Lock()
         self._prefix, self._digits = _digit_tokens(policy.tokenizer, max_score) if mode == "expected" else ([], [])
 
     def judge_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
-        chats = [[{"role": "user", "content": self.prompt.format(query=q, answer=a)}] for q, a in pairs]
+        cut = [(self._capped(q), self._capped(a)) for q, a in pairs]
+        chats = [[{"role": "user", "content": self.prompt.format(query=q, answer=a)}] for (q, _), (a, _) in cut]
         if self.mode == "expected":
             with ThreadPoolExecutor(max_workers=max(len(chats), 1)) as pool:
                 judgements = list(pool.map(self._expected, chats))
         else:
             outputs = self.policy.generate_batch(chats, n=1, params=self.params)
             judgements = [self._parsed(completion.text) for (completion,) in outputs]
+        judgements = [replace(j, truncated=q_cut or a_cut) for j, ((_, q_cut), (_, a_cut)) in zip(judgements, cut)]
         failed = [j for j in judgements if not j.parsed]
         with self._lock:
             self.calls += len(judgements)
@@ -241,6 +251,13 @@ class SelfJudge(Judge):
             log.warning("%s: %d of %d outputs had no valid score (scored %s), e.g. %r", self.name, len(failed),
                         len(judgements), self.fallback_score, (failed[0].text or "")[-200:])
         return judgements
+
+    def _capped(self, text: str) -> tuple[str, bool]:
+        """`text` cut to its first `max_input_tokens` tokens (marked as cut), and whether it was."""
+        ids = self.policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_input_tokens:
+            return text, False
+        return self.policy.tokenizer.decode(ids[:self.max_input_tokens]) + " [... cut for the judge]", True
 
     def _parsed(self, text: str) -> Judgement:
         score = self.parser(text, self.max_score)
@@ -313,15 +330,17 @@ class RewardModelJudge(Judge):
         return f"User: {query}\nAssistant: {answer}"
 
     @torch.inference_mode()
-    def _score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+    def _score(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
+        """One forward pass over `pairs`; a text longer than `max_length` tokens is cut there, and marked."""
         texts = [self._format(q, a) for q, a in pairs]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt", add_special_tokens=False).to(self.device)
-        return self.model(**batch).logits[:, 0].float().tolist()
+        scores = self.model(**batch).logits[:, 0].float().tolist()
+        return [Judgement(score=score, truncated=length > self.max_length) for score, length in zip(scores, lengths)]
 
     def judge_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
-        return [Judgement(score=s) for s in self._score(pairs)] if len(pairs) > 1 else [
-            Judgement(score=self._batcher.submit(pairs[0]))]
+        return self._score(pairs) if len(pairs) > 1 else [self._batcher.submit(pairs[0])]
 
     def close(self) -> None:
         self._batcher.close()
@@ -344,15 +363,20 @@ JUDGE_NAMES = {
 }
 
 
+def check_judge_name(name: str | None) -> None:
+    """Refuse a judge name that `build_judge` does not know (see `JUDGE_NAMES`)."""
+    if name not in (None, "", "none") and not name.startswith("reward-model:") and name not in RUBRICS:
+        raise ValueError(f"unknown judge {name!r}; choose one of: {', '.join(JUDGE_NAMES)}")
+
+
 def build_judge(name: str | None, reference: Policy | None, max_new_tokens: int = 128,
                 mode: str = "expected") -> Judge | None:
     """A judge from its short name (see `JUDGE_NAMES`); self-judges run on `reference` in `mode`."""
+    check_judge_name(name)
     if name in (None, "", "none"):
         return None
     if name.startswith("reward-model:"):
         return RewardModelJudge(name.split(":", 1)[1])
-    if name not in RUBRICS:
-        raise ValueError(f"unknown judge {name!r}; choose one of: {', '.join(JUDGE_NAMES)}")
     if reference is None:
         raise ValueError(f"the {name!r} judge needs a reference policy")
     rubric = RUBRICS[name]

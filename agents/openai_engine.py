@@ -123,6 +123,10 @@ class OpenAIPolicy(Policy):
                                            "kwargs": {"weights_path": str(self._weights_dir.resolve())}})
             self._post("/reset_prefix_cache", None)
 
+    def check_weight_updates(self) -> None:
+        """Raise `ServerError` now, before a run trains, if the server cannot take new weights."""
+        self._post("/reset_prefix_cache", None)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
@@ -158,7 +162,8 @@ class OpenAIPolicy(Policy):
             raise ServerError(f"cannot reach the server at {self.base_url}{path}: {error}") from error
         if response.status_code == 404:
             raise ServerError(f"the server at {self.base_url} has no {path} endpoint, so it cannot take new weights: "
-                              f"start it with `lsp serve` or `VLLM_SERVER_DEV_MODE=1 vllm serve ...`")
+                              f"start it with `lsp serve --weight_updates true` or `VLLM_SERVER_DEV_MODE=1 vllm "
+                              f"serve ...`")
         if response.status_code >= 400:
             raise ServerError(f"{path} failed on {self.base_url} (HTTP {response.status_code}): {response.text[:500]}")
         return response

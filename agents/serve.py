@@ -103,8 +103,9 @@ class ServeConfig:
     """float32 or bfloat16; use the trainer's dtype."""
     device: str = "cpu"
     """cpu or cuda."""
-    weight_updates: bool = True
-    """Open the two (keyed) routes through which the trainer reloads new weights in place."""
+    weight_updates: bool = False
+    """Open the two (keyed) routes through which a training run reloads new weights in place; off, the server
+    serves fixed weights (evaluation, a judge) and those routes do not exist."""
     memory_fraction: float = GPU_MEMORY_FRACTION
     """GPU: vLLM's gpu_memory_utilization, the share of the device's memory it takes."""
     kv_cache_gib: float = CPU_KV_CACHE_GIB

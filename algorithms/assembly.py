@@ -10,7 +10,7 @@ the benchmarks build their judges and games with the same functions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from agents.models import load_model, resolve_model
 from agents.policy import Policy
 from agents.vllm_engine import JUDGE_GPU_MEMORY_FRACTION
 from algorithms import registration
-from algorithms.config import SAMPLE_PROMPTS, TrainConfig, check_settings
+from algorithms.config import ALGORITHM_ALIASES, SAMPLE_PROMPTS, TrainConfig, check_settings
 from lsp_env.contract import branch_agent, judge_arguments
 
 
@@ -121,6 +121,16 @@ def check_run(config: TrainConfig, judges_given: bool = False) -> tuple[TrainCon
     return config, algorithm, settings
 
 
+def resolved_config(config: TrainConfig) -> TrainConfig:
+    """`config` with every default that its run resolves filled in (what `lsp train --print_config` shows): the
+    lr, the micro-batches, and the algorithm's settings as `algorithm_args`, with their aliases beside them."""
+    config, _, settings = check_run(config)
+    batch_size, accumulation = config.micro_batches()
+    values = asdict(settings)
+    return replace(config, batch_size=batch_size, grad_accumulation=accumulation, algorithm_args=values,
+                   **{name: values[name] for name in ALGORITHM_ALIASES})
+
+
 def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | None = None) -> RunParts:
     """Check `config` (before any model loads), then build every part of its run. `judges` replaces the judges
     named in the config; `policy` replaces its engine (it must serve `config.model`)."""
@@ -131,6 +141,8 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
         policy = make_policy(config.engine, model, tokenizer, model_path=model_path, dtype=config.engine_dtype_name(),
                              device=config.device, seed=config.seed, server_url=config.server_url,
                              server_timeout_s=config.server_timeout_s, kv_cache_gib=config.kv_cache_gib)
+        if config.engine == "openai":  # the run pushes new weights after each step: fail now, not after one
+            policy.check_weight_updates()
     if config.overlap and getattr(policy, "threads", None):  # sampling shares the cores with the training step
         policy.threads = 1
     if config.overlap and isinstance(policy, HFPolicy) and policy.model is model:
@@ -138,7 +150,7 @@ def build_run(config: TrainConfig, judges: dict | None = None, policy: Policy | 
                          "use --engine vllm (or openai), or turn overlap off")
     shares_model = config.lora_rank and isinstance(policy, HFPolicy) and policy.model is model
     reference = HFPolicy(reference_model, tokenizer, base_only=bool(config.lora_rank),
-                         lock=policy._lock if shares_model else None,  # one model: adapter on, then off
+                         lock=policy.lock if shares_model else None,  # one model: adapter on, then off
                          autocast=torch.bfloat16 if config.autocast else None)
     sampling = config.sampling()
     loss = algorithm_class(model, config=algorithm_config, sampling=sampling, reference_network=reference_model,

@@ -4,7 +4,7 @@
   new weights into its engines (verified by the probe, `agents.sync`).
 - An **update backend** takes the optimizer step, hands out the trained weights, and writes checkpoints.
 
-`make_backends` picks them from the config:
+`algorithms.trainer.make_backends` picks them from the config:
 
 | `cluster.address` | rollout backend                                   | update backend                          |
 |-------------------|---------------------------------------------------|-----------------------------------------|
@@ -66,7 +66,8 @@ class RolloutBackend(Protocol):
     def receive_weights(self, published: Any) -> SyncReport:
         """Load the weights the update backend published into every engine, verified by the probe."""
 
-    def heldout_score(self, suite, params): ...
+    def answer_prompts(self, prompts: list[str], params) -> list[str]:
+        """One answer per prompt (a one-turn chat), in order: the held-out evaluation's work."""
 
     def sleep(self) -> None:
         """Free the device memory the engines hold while the update backend steps on the same device."""
@@ -89,7 +90,8 @@ class UpdateBackend(Protocol):
     def publish_weights(self) -> Any:
         """Hand the trained weights to the rollout backend (what `RolloutBackend.receive_weights` takes)."""
 
-    def save(self, run_dir: Path, iteration: int, config_yaml: str) -> None: ...
+    def save(self, run_dir: Path, iteration: int, config_yaml: str, metrics: dict | None = None) -> None:
+        """Checkpoint `iteration`, with its metrics line (what a resume puts back if metrics.jsonl lost it)."""
 
     def take_peaks(self) -> list[tuple[float | None, float | None]]: ...
 
@@ -145,10 +147,10 @@ class LocalRollout:
         """The engine reads the trained model of this process (`published` is None): push and verify."""
         return self.weight_sync()
 
-    def heldout_score(self, suite, params):
-        from evaluation.suite import evaluate_policy
+    def answer_prompts(self, prompts: list[str], params) -> list[str]:
+        from evaluation.episodes import answer_prompts
 
-        return evaluate_policy(self.parts.policy, suite, params)[0]
+        return answer_prompts(self.parts.policy, prompts, params)
 
     def engines(self) -> list:
         return [engine for engine in (self.parts.policy, self.parts.judge_policy) if engine is not None]
@@ -197,13 +199,14 @@ class LocalUpdate:
     def publish_weights(self) -> None:
         return None  # the rollout backend of this process reads the model itself
 
-    def save(self, run_dir: Path, iteration: int, config_yaml: str) -> None:
-        """Checkpoint `iteration` (every process takes part; rank 0 writes it)."""
+    def save(self, run_dir: Path, iteration: int, config_yaml: str, metrics: dict | None = None) -> None:
+        """Checkpoint `iteration` with its `metrics` line (every process takes part; rank 0 writes it)."""
         state = self._full_state_dict() if self.world_size > 1 else None
         optimizer_state = self._optimizer_state()
         if self.rank == 0:
             checkpoint.save_checkpoint(Path(run_dir), iteration, self.model, self.tokenizer, optimizer_state,
-                                       config_yaml, extra={"algorithm": self.loss.algorithm_state()},
+                                       config_yaml, extra={"algorithm": self.loss.algorithm_state(),
+                                                           "metrics": metrics or {}},
                                        state_dict=state)
 
     def take_peaks(self) -> list:
@@ -256,24 +259,3 @@ def load_checkpoint_weights(model: torch.nn.Module, path: Path, config: TrainCon
     else:
         weights, _ = load_model(str(Path(path) / "model"), dtype=getattr(torch, config.dtype), device=config.device)
         model.load_state_dict(weights.state_dict())
-
-
-def make_backends(config: TrainConfig, judges: dict | None = None, policy=None,
-                  resume_from: Path | None = None) -> tuple[TrainConfig, RolloutBackend, UpdateBackend]:
-    """(the config with its resolved defaults, the rollout backend, the update backend) of a run; with
-    `resume_from`, the update backend starts from that checkpoint's weights, optimizer and algorithm state."""
-    if config.cluster.address:
-        if judges is not None or policy is not None:
-            raise ValueError("a cluster run builds its engine and judges in each rollout worker; "
-                             "judges and a policy cannot be passed in")
-        from algorithms.cluster import ray_backends
-
-        return ray_backends(config, resume_from)
-    from algorithms.assembly import build_run
-
-    parts = build_run(config, judges, policy)
-    if resume_from:
-        load_checkpoint_weights(parts.model, Path(resume_from), parts.config)
-    update = LocalUpdate(parts.config, parts.model, parts.tokenizer, parts.loss, resume_from)
-    return parts.config, LocalRollout(parts, parts.config), update
-

@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.objectives.llm import GRPOLoss
 
 from agents.logprobs import output_logits, token_log_probs
 from agents.lora import base_weights
 from agents.policy import SamplingParams
 from algorithms.configs import AlgorithmConfig
+from algorithms.torchrl_adapter import GRPOLossAdapter
 
 ROLE_KEY, GROUP_KEY, BRANCH_KEY, REWARD_KEY = "role", "group", "branch", "reward"
 WEIGHT_KEY, ADVANTAGE_KEY, TOKEN_SCALE_KEY = "row_weight", "advantage", "token_scale"
@@ -83,14 +83,14 @@ def vocab_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor, m
     return logits.log_softmax(-1)
 
 
-class SelfPlayLoss(GRPOLoss):
+class SelfPlayLoss(GRPOLossAdapter):
     """Policy-gradient loss over a self-play batch (see module docstring).
 
-    Batch keys (one row per sampled turn): `("tokens", "full")`,
-    `("masks", "all_attention_mask")`, `("masks", "all_assistant_mask")`,
-    `("log_probs", "full")`, `("next", "ref_log_probs", "full")`, `role`,
-    `group`, `branch` and `reward`. `compute_advantages` adds `advantage`,
-    `row_weight` and `token_scale`.
+    Batch keys (one row per sampled turn), renamed with TorchRL's `set_keys`
+    (`loss.tensor_keys` lists them): `action` ("tokens", "full"),
+    `attention_mask`, `assistant_mask`, `sample_log_prob`, `ref_log_probs`,
+    `role`, `group`, `branch` and `reward`. `compute_advantages` adds
+    `advantage`, `row_weight` and `token_scale`.
     """
 
     Config = AlgorithmConfig
@@ -138,20 +138,21 @@ class SelfPlayLoss(GRPOLoss):
 
     # --- helpers for subclasses -------------------------------------------------
     def _set_advantages(self, batch: TensorDictBase, advantage: torch.Tensor, weight: torch.Tensor) -> TensorDictBase:
-        tokens = batch.get(TOKENS)
-        batch.set(ADVANTAGE_KEY, advantage[:, None, None].expand(*tokens.shape, 1).contiguous())
-        batch.set(WEIGHT_KEY, weight)
-        batch.set(TOKEN_SCALE_KEY, self._token_scale(batch))
+        keys = self.tensor_keys
+        tokens = batch.get(keys.action)
+        batch.set(keys.advantage, advantage[:, None, None].expand(*tokens.shape, 1).contiguous())
+        batch.set(keys.row_weight, weight)
+        batch.set(keys.token_scale, self._token_scale(batch))
         return batch
 
     def _token_scale(self, batch: TensorDictBase) -> torch.Tensor:
         """The per-row factor of `aggregation` (module docstring), from the whole batch."""
-        lengths = batch.get(RESPONSE_MASK).sum(-1).float()
+        lengths = batch.get(self.tensor_keys.assistant_mask).sum(-1).float()
         if self.config.aggregation == "sequence_sum":
             return torch.ones_like(lengths)
         if self.config.aggregation == "prompt_mean":
             return 1 / lengths.clamp_min(1)
-        return 1 / group_mean(lengths, batch.get(BRANCH_KEY).long()).clamp_min(1)
+        return 1 / group_mean(lengths, batch.get(self.tensor_keys.branch).long()).clamp_min(1)
 
     def _normalize(self, centred: torch.Tensor, values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """`centred / (std of values in the row's group + 1e-6)` if `normalize_advantages`; a group without
@@ -160,52 +161,52 @@ class SelfPlayLoss(GRPOLoss):
             return centred
         return centred / (group_std(values, groups) + 1e-6)
 
-    # --- GRPOLoss hooks -----------------------------------------------------------
+    # --- the loss's steps (`algorithms.torchrl_adapter`) ---------------------------
     def forward(self, tensordict: TensorDictBase):
         """Weight each row's advantage by `row_weight`, then GRPOLoss's forward."""
+        keys = self.tensor_keys
         weighted = tensordict.copy()
-        weight = tensordict.get(WEIGHT_KEY)
-        weighted.set(ADVANTAGE_KEY, tensordict.get(ADVANTAGE_KEY) * weight[:, None, None])
+        weight = tensordict.get(keys.row_weight)
+        weighted.set(keys.advantage, tensordict.get(keys.advantage) * weight[:, None, None])
         return super().forward(weighted)
 
-    def _log_weight(self, tensordict: TensorDictBase, adv_shape: torch.Size):
-        mask = tensordict.get(RESPONSE_MASK).bool()
-        current = token_log_probs(self.actor_network, tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK), mask,
-                                  self.sampling, packed=self.packed)
-        current = torch.where(mask, current, torch.zeros_like(current))
-        sampler = torch.where(mask, tensordict.get(SAMPLER_LOG_PROBS), torch.zeros_like(current))
-        tensordict.set("_cur_log_prob", current)
-        if self.config.clip_epsilon is None:
-            log_weight = (current - current.detach()).unsqueeze(-1)  # pi / stopgrad(pi)
-        else:
-            log_weight = (current - sampler).unsqueeze(-1)  # pi / pi_sampler: the samples may be a step old
-        sampler_gap = (sampler - current).detach().unsqueeze(-1)  # engine vs trainer, for logging
-        return log_weight, None, sampler_gap, mask
+    def current_log_probs(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = self.tensor_keys
+        mask = tensordict.get(keys.assistant_mask).bool()
+        current = token_log_probs(self.actor_network, tensordict.get(keys.action),
+                                  tensordict.get(keys.attention_mask), mask, self.sampling, packed=self.packed)
+        return torch.where(mask, current, torch.zeros_like(current)), mask
 
-    def _compute_policy_objective(self, log_weight: torch.Tensor, advantage: torch.Tensor):
+    def importance_log_weight(self, current: torch.Tensor, sampler: torch.Tensor) -> torch.Tensor:
+        if self.config.clip_epsilon is None:
+            return current - current.detach()  # pi / stopgrad(pi)
+        return current - sampler  # pi / pi_sampler: the samples may be a step old
+
+    def policy_objective(self, log_weight: torch.Tensor, advantage: torch.Tensor):
         """-ratio * A per token, without clipping for one on-policy step (the ratio is 1); else GRPOLoss's clipped
         objective, and the share of tokens clipped."""
         if self.config.clip_epsilon is not None:
-            return super()._compute_policy_objective(log_weight, advantage)
+            return super().policy_objective(log_weight, advantage)
         return -log_weight.exp() * advantage, torch.zeros((), device=advantage.device)
 
-    def _aggregate_loss_value(self, value: torch.Tensor, mask: torch.Tensor, tensordict=None) -> torch.Tensor:
+    def aggregate(self, value: torch.Tensor, mask: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         per_row = torch.where(mask.unsqueeze(-1), value, torch.zeros_like(value)).flatten(1).sum(-1)
-        return (per_row * tensordict.get(TOKEN_SCALE_KEY)).mean()
+        return (per_row * tensordict.get(self.tensor_keys.token_scale)).mean()
 
-    def _kl_to_ref(self, tensordict: TensorDictBase, key=REF_LOG_PROBS, ref_log_prob=None, coeff=None, mask=None,
-                   dist=None):
-        """(beta * the row-weighted KL term, the KL term as aggregated, unweighted, for logging)."""
-        coeff = self.kl_to_ref_coeff if coeff is None else coeff
-        per_row = self._token_kl(tensordict, tensordict.get(key), mask).sum(-1) * tensordict.get(TOKEN_SCALE_KEY)
-        weighted = (per_row * tensordict.get(WEIGHT_KEY)).mean()  # same row weights as the objective
-        return coeff * weighted, per_row.detach().mean()
+    def kl_to_reference(self, tensordict: TensorDictBase, current: torch.Tensor, reference: torch.Tensor,
+                        mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the row-weighted KL term, the KL term as aggregated, unweighted, for logging)."""
+        keys = self.tensor_keys
+        per_row = self.token_kl(tensordict, current, reference, mask).sum(-1) * tensordict.get(keys.token_scale)
+        weighted = (per_row * tensordict.get(keys.row_weight)).mean()  # same row weights as the objective
+        return weighted, per_row.detach().mean()
 
-    def _token_kl(self, tensordict: TensorDictBase, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The `kl_estimator` term of each response token ([rows, tokens], 0 elsewhere)."""
+    def token_kl(self, tensordict: TensorDictBase, current: torch.Tensor, reference: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+        """The `kl_estimator` term of each response token ([rows, tokens], 0 elsewhere); `current` is 0 outside
+        the mask."""
         if self.config.kl_estimator == "exact":
             return self._exact_kl(tensordict, mask)
-        current = tensordict.get("_cur_log_prob")  # 0 outside the mask
         log_ratio = torch.where(mask, current - reference, torch.zeros_like(current))  # log pi / pi_ref
         if self.config.kl_estimator == "k3":
             return (-log_ratio).expm1() + log_ratio
@@ -213,7 +214,7 @@ class SelfPlayLoss(GRPOLoss):
         return log_ratio.detach() + to_go * (current - current.detach())
 
     def _exact_kl(self, tensordict: TensorDictBase, mask: torch.Tensor) -> torch.Tensor:
-        tokens, attention = tensordict.get(TOKENS), tensordict.get(ATTENTION_MASK)
+        tokens, attention = tensordict.get(self.tensor_keys.action), tensordict.get(self.tensor_keys.attention_mask)
         mask = mask.clone()
         mask[:, 0] = False  # nothing predicts the first token
         with torch.no_grad(), base_weights(self.reference_network):

@@ -100,6 +100,9 @@ def checkpoint_problem(path: Path) -> str | None:
                   for name, entry in json.loads((path / MANIFEST).read_text())["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return f"{MANIFEST} is unreadable ({_one_line(error)})"
+    present = {file.relative_to(path).as_posix() for file in path.rglob("*") if file.is_file()} - {MANIFEST}
+    if unlisted := sorted(present - set(listed)):  # a manifest is written last, over every other file
+        return f"{unlisted[0]} is not in the manifest"
     for name, (size, digest) in listed.items():
         if not (path / name).is_file():
             return f"{name} is missing"

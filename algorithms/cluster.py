@@ -20,6 +20,7 @@ scale resumes the other's runs.
 """
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from algorithms.collector import Rollout
 from algorithms.config import ClusterConfig, TrainConfig
 from algorithms.device import device_peak_gib, model_device, synchronize
 from algorithms.memory import PeakMemory
+from algorithms.stopping import end_processes, reclaim_signals
 
 
 class _Measured:
@@ -88,8 +90,8 @@ class RolloutWorker(_Measured):
         moved = receive_weights(self.local.parts.model, self.weight_group)
         return self._measured(replace(self.local.receive_weights(), bytes=moved))
 
-    def heldout_score(self, suite, params):
-        return self.local.heldout_score(suite, params)
+    def answer_prompts(self, prompts: list[str], params) -> list[str]:
+        return self.local.answer_prompts(prompts, params)
 
     def close(self) -> None:
         self.local.close()
@@ -144,8 +146,8 @@ class TrainerWorker(_Measured):
 
         return send_weights(self.local.model, self.weight_group, self.rank)
 
-    def save(self, run_dir: str, iteration: int, config_yaml: str) -> None:
-        self.local.save(Path(run_dir), iteration, config_yaml)
+    def save(self, run_dir: str, iteration: int, config_yaml: str, metrics: dict | None = None) -> None:
+        self.local.save(Path(run_dir), iteration, config_yaml, metrics)
 
     def close(self) -> None:
         torch.distributed.destroy_process_group()
@@ -226,10 +228,18 @@ class RayRollout:
         worst = max(reports, key=lambda report: report.max_abs_diff)
         return replace(worst, push_s=max(r.push_s for r in reports), verify_s=max(r.verify_s for r in reports))
 
-    def heldout_score(self, suite, params):
+    def answer_prompts(self, prompts: list[str], params) -> list[str]:
+        """The prompts in one contiguous share per worker (as even as they divide), answered at once, gathered in
+        order: the answers do not depend on the number of workers (with greedy decoding)."""
         import ray
 
-        return ray.get(self.workers[0].heldout_score.remote(suite, params))
+        size, extra = divmod(len(prompts), len(self.workers))
+        bounds = [0]
+        for rank in range(len(self.workers)):
+            bounds.append(bounds[-1] + size + (rank < extra))
+        shares = [worker.answer_prompts.remote(prompts[start:end], params)
+                  for worker, start, end in zip(self.workers, bounds, bounds[1:]) if end > start]
+        return [answer for share in ray.get(shares) for answer in share]
 
     def sleep(self) -> None:
         """Nothing: each worker's engines have a device of their own, which the trainer processes do not use."""
@@ -241,10 +251,13 @@ class RayRollout:
         peaks, self.peaks[:] = list(self.peaks), []
         return peaks
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close each worker's engines and process group; one still busy after `timeout_s` (a collection a stop
+        abandoned) is left to `RayUpdate.close`, which kills every actor."""
         import ray
 
-        ray.get([worker.close.remote() for worker in self.workers])
+        ray.wait([worker.close.remote() for worker in self.workers], num_returns=len(self.workers),
+                 timeout=timeout_s)
 
 
 class RayUpdate:
@@ -266,10 +279,10 @@ class RayUpdate:
         """Start the broadcast from rank 0 (every trainer process takes part); the rollout backend waits for it."""
         return [trainer.send_weights.remote() for trainer in self.trainers]
 
-    def save(self, run_dir: Path, iteration: int, config_yaml: str) -> None:
+    def save(self, run_dir: Path, iteration: int, config_yaml: str, metrics: dict | None = None) -> None:
         import ray
 
-        ray.get([trainer.save.remote(str(run_dir), iteration, config_yaml) for trainer in self.trainers])
+        ray.get([trainer.save.remote(str(run_dir), iteration, config_yaml, metrics) for trainer in self.trainers])
 
     def take_peaks(self) -> list:
         peaks, self.peaks = self.peaks, []
@@ -280,12 +293,24 @@ class RayUpdate:
         import ray
 
         try:
-            ray.get([trainer.close.remote() for trainer in self.trainers])
+            ray.wait([trainer.close.remote() for trainer in self.trainers], num_returns=len(self.trainers),
+                     timeout=30)
         finally:
-            for actor in self.actors:
-                ray.kill(actor)
-            if self.started_ray:
-                ray.shutdown()
+            stop_actors(self.actors, self.started_ray)
+
+
+def stop_actors(actors: list, started_ray: bool) -> None:
+    """Kill `actors`; if this run started the Ray cluster, shut it down and end every process of it that
+    outlives `ray.shutdown()` (its agents may: they are children of processes that it ends first)."""
+    import psutil
+    import ray
+
+    for actor in actors:
+        ray.kill(actor)
+    if started_ray:
+        cluster = psutil.Process().children(recursive=True)
+        ray.shutdown()
+        end_processes(cluster)
 
 
 def ray_backends(config: TrainConfig, resume_from: Path | None = None) -> tuple[TrainConfig, RayRollout, RayUpdate]:
@@ -298,14 +323,19 @@ def ray_backends(config: TrainConfig, resume_from: Path | None = None) -> tuple[
     cluster = config.cluster
     started_ray = start_ray(cluster)
     resources = {"num_cpus": cluster.cpus_per_worker, "num_gpus": cluster.gpus_per_worker}
-    trainers = [ray.remote(**resources)(TrainerWorker).remote(config, rank, cluster.trainer_processes)
-                for rank in range(cluster.trainer_processes)]
-    workers = [ray.remote(**resources)(RolloutWorker).remote(config) for _ in range(cluster.rollout_workers)]
-    address, port = ray.get(trainers[0].address.remote())
-    world = len(trainers) + len(workers)
-    ray.get([actor.join.remote(address, port, rank, world, len(trainers), config.sync_timeout_s)
-             for rank, actor in enumerate([*trainers, *workers])])
-    ray.get([trainer.setup.remote(str(resume_from) if resume_from else None) for trainer in trainers])
+    trainers, workers = [], []
+    try:  # a failure or a stop signal during the setup ends what it started
+        trainers += [ray.remote(**resources)(TrainerWorker).remote(config, rank, cluster.trainer_processes)
+                     for rank in range(cluster.trainer_processes)]
+        workers += [ray.remote(**resources)(RolloutWorker).remote(config) for _ in range(cluster.rollout_workers)]
+        address, port = ray.get(trainers[0].address.remote())
+        world = len(trainers) + len(workers)
+        ray.get([actor.join.remote(address, port, rank, world, len(trainers), config.sync_timeout_s)
+                 for rank, actor in enumerate([*trainers, *workers])])
+        ray.get([trainer.setup.remote(str(resume_from) if resume_from else None) for trainer in trainers])
+    except BaseException:
+        stop_actors([*workers, *trainers], started_ray)
+        raise
     update = RayUpdate(trainers, started_ray, [*workers, *trainers])
     return config, RayRollout(workers, config), update
 
@@ -331,10 +361,12 @@ def start_ray(cluster: ClusterConfig) -> bool:
         wanted = (cluster.rollout_workers + cluster.trainer_processes) * cluster.cpus_per_worker
         ray.init(num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)), include_dashboard=False,
                  log_to_driver=True)
+        reclaim_signals()  # a stop signal stops the run cleanly (`algorithms.stopping`), not Ray's abort
         return True
     try:
         ray.init(address=cluster.address, log_to_driver=True)
     except ConnectionError as error:
         raise ConnectionError(f"cannot reach the Ray cluster at {cluster.address!r} ({error}); start one with "
                               f"`ray start --head`, or use --cluster.address local") from error
+    reclaim_signals()
     return False

@@ -108,10 +108,12 @@ class TrainConfig:
     group_size: int = 4
     """G: solver answers per query."""
     # Optimisation
-    beta: float = 0.05
-    """KL(pi || pi_ref) coefficient."""
-    challenger_weight: float = 1.0
-    """Alpha_ch."""
+    beta: float | None = None
+    """KL(pi || pi_ref) coefficient: an alias of `algorithm_args.beta` (giving both with different values is an
+    error). Default (null): the algorithm's (0.05)."""
+    challenger_weight: float | None = None
+    """Alpha_ch, the weight of the challenger's loss: an alias of `algorithm_args.challenger_weight`. Default
+    (null): the algorithm's (1.0; grpo: 0, its prompts are data)."""
     lr: float | None = None
     """AdamW learning rate (default: the algorithm's: 1e-4 with LoRA; the paper's 3e-6 for full fine-tuning, 1e-6
     for grpo)."""
@@ -240,15 +242,36 @@ class TrainConfig:
         return cls(**values)
 
 
+ALGORITHM_ALIASES = ("beta", "challenger_weight")  # top-level flags that set `algorithm_args` entries
+
+
+def algorithm_arguments(config: TrainConfig) -> dict:
+    """`config.algorithm_args` with the aliases (`ALGORITHM_ALIASES`) given at the top level merged in; an
+    alias that disagrees with `algorithm_args` is an error."""
+    arguments = dict(config.algorithm_args)
+    for name in ALGORITHM_ALIASES:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if name in arguments and arguments[name] != value:
+            raise ValueError(f"{name} is given twice, as --{name} {value} and in algorithm_args "
+                             f"({arguments[name]}); give it once")
+        arguments[name] = value
+    return arguments
+
+
 def check_settings(config: TrainConfig):
     """The checks that need no model, and no torch: the game and the algorithm are registered, and
-    `game_args` and `algorithm_args` (with `beta` and `challenger_weight`) fit them. Returns the algorithm's
-    settings object; raises the error a user can fix."""
+    `game_args` and `algorithm_args` (with the aliases `beta` and `challenger_weight`) fit them. Returns the
+    algorithm's settings object; raises the error a user can fix."""
     import lsp_env
     from algorithms import registration
 
-    settings = registration.config_class(config.algorithm).from_kwargs(
-        beta=config.beta, challenger_weight=config.challenger_weight, **config.algorithm_args)
+    settings = registration.config_class(config.algorithm).from_kwargs(**algorithm_arguments(config))
+    if getattr(settings, "group_relative", False) and config.group_size < 2:
+        raise ValueError(f"{config.algorithm} compares each answer with the other answers to its query, so "
+                         f"group_size must be at least 2 (with {config.group_size}, every advantage is 0 and "
+                         f"nothing trains); use --group_size 2 or more, or rae, whose baseline runs over groups")
     lsp_env.registry[config.game].check_arguments(config.game_args)  # names and types
     probe = lsp_env.make_with_judges(config.game, {}, config.game_args)  # what only the game's constructor checks
     try:

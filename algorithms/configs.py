@@ -8,7 +8,7 @@ is an error that lists the valid ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal, get_args, get_type_hints
+from typing import ClassVar, Literal, get_args, get_type_hints
 
 Aggregation = Literal["sequence_sum", "prompt_mean", "token_mean"]
 KLEstimator = Literal["k3", "k1", "exact"]
@@ -27,6 +27,7 @@ class AlgorithmConfig:
     kl_estimator: KLEstimator = "k3"  # k3 (GRPO's), k1, or exact (full vocabulary)
     clip_epsilon: float | None = None  # None: one on-policy step (ratio pi / stopgrad(pi)); a number: PPO's clipped
     # ratio pi / pi_sampler, for samples drawn with older weights (`lsp train --overlap`)
+    group_relative: ClassVar[bool] = True  # advantages compare the G answers of a group: G must be at least 2
 
     def __post_init__(self):
         for name, kind in get_type_hints(type(self)).items():
@@ -61,5 +62,6 @@ class GRPOConfig(AlgorithmConfig):
 
 @dataclass
 class RAEConfig(AlgorithmConfig):
+    group_relative: ClassVar[bool] = False  # a running baseline per role
     baseline_decay: float = 0.95  # SPIRAL's alpha
     aggregation: Aggregation = "prompt_mean"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+from algorithms.base import SelfPlayLoss, group_mean
 from algorithms.configs import GRPOConfig
 
 
@@ -24,9 +24,10 @@ class GRPO(SelfPlayLoss):
     paper_lr = 1e-6
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
-        reward = batch.get(REWARD_KEY).float()
-        solver = batch.get(BRANCH_KEY).bool()
-        groups = torch.where(solver, batch.get(GROUP_KEY), torch.full_like(batch.get(GROUP_KEY), -1))
+        reward = batch.get(self.tensor_keys.reward).float()
+        solver = batch.get(self.tensor_keys.branch).bool()
+        group = batch.get(self.tensor_keys.group)
+        groups = torch.where(solver, group, torch.full_like(group, -1))
         advantage = self._normalize(reward - group_mean(reward, groups), reward, groups)
         advantage = torch.where(solver, advantage, torch.zeros_like(advantage))
         weight = solver.float() * len(reward) / solver.sum().clamp_min(1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, SelfPlayLoss, group_mean
+from algorithms.base import SelfPlayLoss, group_mean
 from algorithms.configs import LSPZeroConfig
 
 
@@ -29,9 +29,10 @@ class LSPZero(SelfPlayLoss):
     Config = LSPZeroConfig
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
-        reward = batch.get(REWARD_KEY).float()
-        solver = batch.get(BRANCH_KEY).bool()
-        groups = torch.where(solver, batch.get(GROUP_KEY), torch.full_like(batch.get(GROUP_KEY), -1))
+        reward = batch.get(self.tensor_keys.reward).float()
+        solver = batch.get(self.tensor_keys.branch).bool()
+        group = batch.get(self.tensor_keys.group)
+        groups = torch.where(solver, group, torch.full_like(group, -1))
         # Solver rows compare within their query's group; challenger rows with each other (group -1).
         centred = reward - group_mean(reward, groups)
         advantage = self._normalize(centred, reward, groups)

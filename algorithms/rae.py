@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from algorithms.base import BRANCH_KEY, GROUP_KEY, REWARD_KEY, ROLE_KEY, SelfPlayLoss
+from algorithms.base import SelfPlayLoss
 from algorithms.configs import RAEConfig
 
 
@@ -34,8 +34,8 @@ class RAE(SelfPlayLoss):
         self.baselines: dict[int, float] = {}  # role index -> running baseline
 
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
-        reward = batch.get(REWARD_KEY).float()
-        roles, groups = batch.get(ROLE_KEY), batch.get(GROUP_KEY)
+        reward = batch.get(self.tensor_keys.reward).float()
+        roles, groups = batch.get(self.tensor_keys.role), batch.get(self.tensor_keys.group)
         decay = self.config.baseline_decay
         for role in roles.unique().tolist():
             for group in groups[roles == role].unique().tolist():
@@ -43,7 +43,7 @@ class RAE(SelfPlayLoss):
                 self.baselines[role] = decay * self.baselines.get(role, 0.0) + (1 - decay) * value
         baseline = torch.tensor([self.baselines[role] for role in roles.tolist()], dtype=reward.dtype, device=reward.device)
         advantage = self._normalize(reward - baseline, reward, roles)
-        branch = batch.get(BRANCH_KEY).bool()
+        branch = batch.get(self.tensor_keys.branch).bool()
         rows = float(len(reward))
         weight = torch.where(branch, rows / branch.sum().clamp_min(1),
                              self.config.challenger_weight * rows / (~branch).sum().clamp_min(1))

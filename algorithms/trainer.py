@@ -9,6 +9,7 @@ take the new weights once it has finished.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import asdict
@@ -20,7 +21,9 @@ import yaml
 
 from agents import SamplingParams
 from algorithms import checkpoint
-from algorithms.backends import Pending, RolloutBackend, UpdateBackend, make_backends
+from algorithms.assembly import build_run, check_run
+from algorithms.backends import (LocalRollout, LocalUpdate, Pending, RolloutBackend, UpdateBackend,
+                                 load_checkpoint_weights)
 from algorithms.base import RESPONSE_MASK
 from algorithms.batch import make_batch
 from algorithms.collector import Rollout
@@ -29,7 +32,10 @@ from algorithms.device import device_peak_gib, synchronize
 from algorithms.memory import PeakMemory, release_freed_memory
 from algorithms.metrics import iteration_metrics
 from algorithms.run_log import RunLog, plot_curves
+from algorithms.stopping import StopRequested, StopSignals
 from evaluation.suite import load_suite
+
+ABANDONABLE_PHASES = ("collect", "reference")  # a stop signal leaves these at once (`algorithms.stopping`)
 
 
 class Trainer:
@@ -46,10 +52,13 @@ class Trainer:
             config, *backends = make_backends(config, judges, policy, resume_from)
         self.config = config
         self.rollout, self.update = backends
+        self.settings = check_run(config, judges_given=judges is not None)[2]  # the algorithm's, as resolved
         self.run_dir = Path(run_dir) if run_dir else _new_run_dir(config)
         self.start_iteration = 0
         self.next_rollout: Pending | None = None  # with overlap: the next iteration's, being collected
         self.peak_memory = PeakMemory()
+        self.stop: StopSignals | None = None  # while `train` runs
+        self.stopped_checkpoint: Path | None = None
         self.sync_weights()  # the engines start from the trainer's weights
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -68,17 +77,35 @@ class Trainer:
         trainer = cls(config, run_dir, judges, policy, resume_from=path)
         checkpoint.set_rng_state(state["rng"])
         trainer.start_iteration = state["iteration"]
-        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"])
+        _truncate_metrics(Path(run_dir) / "metrics.jsonl", state["iteration"], state["extra"].get("metrics"))
         return trainer
 
     # --- the loop ---------------------------------------------------------------
-    def train(self, progress: bool = True) -> Path:
-        """Run until `config.iterations` or `config.time_limit_minutes`; returns the run folder."""
+    def train(self, progress: bool = True, stop: StopSignals | None = None) -> Path:
+        """Run until `config.iterations` or `config.time_limit_minutes`; returns the run folder.
+
+        SIGINT or SIGTERM stops it cleanly (`algorithms.stopping`; pass `stop` where the caller installed its
+        handlers already): the last whole iteration is checkpointed (`stopped_checkpoint`, None when nothing
+        was trained), and `StopRequested` is raised; `close()` then ends every process of the run."""
+        with contextlib.ExitStack() as stack:
+            self.stop = stop or stack.enter_context(StopSignals())
+            try:
+                return self._train(progress)
+            except StopRequested:
+                self.stopped_checkpoint = self._checkpoint_for_resume()
+                plot_curves(self.run_dir)
+                raise
+            finally:
+                self.stop = None
+
+    def _train(self, progress: bool) -> Path:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.config.to_yaml(self.run_dir / "config.yaml")
+        self.completed, self.saved_iteration = (self.start_iteration, None), self.start_iteration
         if self.suite and self.start_iteration == 0:
-            self.evaluate_heldout("before")
+            with self.stop.phase(abandonable=True):
+                self.evaluate_heldout("before")
         log = RunLog(self.run_dir)
         started = time.perf_counter()
         limit_s = None if self.config.time_limit_minutes is None else 60 * self.config.time_limit_minutes
@@ -88,13 +115,15 @@ class Trainer:
             with Progress(*columns, disable=not progress) as bar:
                 task = bar.add_task("train", total=self.config.iterations, completed=self.start_iteration, status="")
                 for iteration in range(self.start_iteration + 1, self.config.iterations + 1):
+                    self.stop.check()
                     metrics, rollout = self.iteration(iteration)
                     log.log(iteration, metrics)
+                    self.completed = (iteration, metrics)
                     if iteration % self.config.transcript_every == 0:
                         log.transcripts(iteration, rollout)
                     out_of_time = limit_s is not None and time.perf_counter() - started >= limit_s
                     if iteration % self.config.save_every == 0 or iteration == self.config.iterations or out_of_time:
-                        self.save(iteration)
+                        self.save(iteration, metrics)
                     status = "  ".join(f"{k.split('/')[1]} {metrics[k]:+.3f}" for k in metrics if k.startswith("reward/"))
                     bar.update(task, completed=iteration, status=status)
                     if out_of_time:
@@ -105,8 +134,16 @@ class Trainer:
             log.close()
         plot_curves(self.run_dir)
         if self.suite:
-            self.evaluate_heldout("after")
+            with self.stop.phase(abandonable=True):
+                self.evaluate_heldout("after")
         return self.run_dir
+
+    def _checkpoint_for_resume(self) -> Path | None:
+        """The checkpoint a resume continues from: the last whole iteration's, written now if it was not."""
+        iteration, metrics = self.completed
+        if iteration > self.saved_iteration:
+            return self.save(iteration, metrics)
+        return checkpoint.latest_checkpoint(self.run_dir) if iteration > 0 else None
 
     def evaluate_heldout(self, when: str) -> float:
         """Strict pass rate of the current policy on `config.eval_suite` (greedy); printed and saved to eval.json."""
@@ -125,8 +162,12 @@ class Trainer:
         return score.strict
 
     def heldout_score(self):
-        """The policy's greedy answers to the held-out suite, graded."""
-        return self.rollout.heldout_score(self.suite, SamplingParams(self.config.eval_max_new_tokens, temperature=0.0))
+        """The policy's greedy answers to the held-out suite (spread over the rollout workers), graded here."""
+        from evaluation.suite import grade, summarize
+
+        params = SamplingParams(self.config.eval_max_new_tokens, temperature=0.0)
+        return summarize(grade(self.suite, self.rollout.answer_prompts([item.prompt for item in self.suite.items],
+                                                                       params)))
 
     def start_collection(self, iteration: int, background: bool = False) -> Pending:
         """Start `iteration`'s rollout: `num_queries` groups from its seed."""
@@ -144,7 +185,9 @@ class Trainer:
 
         def phase(name, fn, *args):
             tick = time.perf_counter()
-            value = fn(*args)
+            abandonable = name in ABANDONABLE_PHASES  # the update's step and the weight sync finish once begun
+            with self.stop.phase(abandonable) if self.stop else contextlib.nullcontext():
+                value = fn(*args)
             synchronize(self.update.device)  # GPU work is timed when it has finished
             times[name], peaks[name] = time.perf_counter() - tick, self.take_peaks()
             release_freed_memory()
@@ -166,6 +209,8 @@ class Trainer:
 
         metrics = losses | iteration_metrics(rollout, batch, self.rollout.roles, self.rollout.guard_names)
         metrics |= collected.failures
+        metrics |= {f"algorithm/{name}": float(value) for name, value in asdict(self.settings).items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)}
         generate = rollout.timings.get("generate", 0.0)
         metrics.update({
             "time/generate": generate, "time/env_and_judge": rollout.timings.get("env_and_judge", 0.0),
@@ -193,8 +238,10 @@ class Trainer:
                  *self.rollout.take_peaks(), *self.update.take_peaks()]
         return tuple(max((p[i] for p in found if p[i] is not None), default=None) for i in (0, 1))
 
-    def save(self, iteration: int) -> Path:
-        self.update.save(self.run_dir, iteration, yaml.safe_dump(asdict(self.config), sort_keys=False))
+    def save(self, iteration: int, metrics: dict | None = None) -> Path:
+        """Checkpoint `iteration`, with its `metrics` line; returns the checkpoint folder."""
+        config_yaml = yaml.safe_dump(asdict(self.config), sort_keys=False)
+        self.update.save(self.run_dir, iteration, config_yaml, {"iteration": iteration, **(metrics or {})})
         return checkpoint.latest_checkpoint(self.run_dir)
 
     def close(self) -> None:
@@ -203,6 +250,24 @@ class Trainer:
             self.rollout.close()
         finally:
             self.update.close()
+
+
+def make_backends(config: TrainConfig, judges: dict | None = None, policy=None,
+                  resume_from: Path | None = None) -> tuple[TrainConfig, RolloutBackend, UpdateBackend]:
+    """(the config with its resolved defaults, the rollout backend, the update backend) of a run; with
+    `resume_from`, the update backend starts from that checkpoint's weights, optimizer and algorithm state."""
+    if config.cluster.address:
+        if judges is not None or policy is not None:
+            raise ValueError("a cluster run builds its engine and judges in each rollout worker; "
+                             "judges and a policy cannot be passed in")
+        from algorithms.cluster import ray_backends
+
+        return ray_backends(config, resume_from)
+    parts = build_run(config, judges, policy)
+    if resume_from:
+        load_checkpoint_weights(parts.model, Path(resume_from), parts.config)
+    update = LocalUpdate(parts.config, parts.model, parts.tokenizer, parts.loss, resume_from)
+    return parts.config, LocalRollout(parts, parts.config), update
 
 
 def memory_metrics(peaks: dict[str, tuple[float | None, float | None]], by_phase: bool = True) -> dict[str, float]:
@@ -231,12 +296,16 @@ def _new_run_dir(config: TrainConfig) -> Path:
     return Path(config.output) / f"{config.algorithm}-{stamp}"
 
 
-def _truncate_metrics(path: Path, iteration: int) -> None:
+def _truncate_metrics(path: Path, iteration: int, saved: dict | None = None) -> None:
     """Drop metric lines logged after the checkpoint we resume from. A torn last line (what a killed run
-    leaves) is dropped with a warning; a damaged line before it raises `CheckpointError`."""
-    if not path.exists():
-        return
+    leaves) is dropped with a warning; a damaged line before it raises `CheckpointError`. The checkpoint's own
+    line (`saved`, kept in its trainer state) is put back when the log lost it, as a database replays its log."""
     import json
+
+    if not path.exists():
+        if saved:
+            path.write_text(json.dumps(saved) + "\n")
+        return
 
     lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
              if line.strip()]
@@ -250,4 +319,6 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
                 raise checkpoint.CheckpointError(f"{path} line {number} is damaged ({error}); only a torn last "
                                                  f"line can be dropped, so fix or delete it by hand") from error
             warnings.warn(f"{path}: dropped its torn last line {number} ({error})", stacklevel=2)
+    if saved and not any(json.loads(line)["iteration"] == saved.get("iteration") for line in keep):
+        keep.append(json.dumps(saved))
     path.write_text("".join(line + "\n" for line in keep))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 
 from agents.logprobs import token_log_probs
 from agents.lora import base_weights
@@ -88,13 +88,13 @@ def _accumulate(loss: torch.nn.Module, rows: TensorDict, share: float, world_siz
     device = rows.get(ATTENTION_MASK).device
     with bf16_autocast(device, autocast):
         output = loss(rows)
-    penalty = getattr(output, "loss_kl_to_ref", None)
-    total = output.loss_objective + (penalty if penalty is not None else 0.0)
+    terms = output if isinstance(output, TensorDictBase) else output.to_tensordict()
+    # TorchRL's convention: the loss is the sum of every "loss_*" term; the others are for logging.
+    total = sum(value for key, value in terms.items() if isinstance(key, str) and key.startswith("loss_"))
     (total * share * world_size).backward()  # the processes' gradients are averaged: this makes it a sum
-    terms = {"objective": output.loss_objective, "kl": getattr(output, "kl_to_ref", None), "kl_penalty": penalty,
-             "sampler_gap": output.kl_approx, "clip_fraction": output.clip_fraction}
-    return torch.stack([torch.zeros((), device=device) if terms[name] is None
-                        else torch.as_tensor(terms[name], device=device).detach().float().reshape(())
+    logged = {"objective": "loss_objective", "kl": "kl_to_ref", "kl_penalty": "loss_kl_to_ref",
+              "sampler_gap": "kl_approx", "clip_fraction": "clip_fraction"}
+    return torch.stack([torch.as_tensor(terms.get(logged[name], 0.0), device=device).detach().float().reshape(())
                         for name in LOSS_TERMS]).double() * share
 
 

@@ -22,7 +22,7 @@ from jsonargparse import auto_cli
 
 from algorithms.checkpoint import latest_checkpoint
 from algorithms.run_log import plot_runs, read_metrics
-from lsp.evaluate import EvalConfig, evaluate
+from evaluation.evaluate import EvalConfig, evaluate
 
 RECIPE = str(Path(__file__).resolve().parent.parent / "recipes" / "instruction-following-cpu.yaml")
 

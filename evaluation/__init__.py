@@ -1,5 +1,7 @@
 """Evaluation: pairwise win rates, verifiable accuracy and checkpoint leagues (`lsp eval`).
 
+- `evaluate`: `EvalConfig` and `evaluate`, what `lsp eval` runs;
+- `episodes`: the one episode driver (fixed challenger moves answered by any solver; plain prompts);
 - `winrate`: both answer orders judged, ties counted, bootstrap confidence intervals;
 - `pairwise`: `PairwiseJudge` (an LLM picks A, B or tie) and `ScoreComparer` (any pointwise judge);
 - `alpaca`: AlpacaEval-format prompts, outputs and annotations;

@@ -1,4 +1,5 @@
-"""Two-move games (a challenger's move, then the solver's) played with moves fixed in advance.
+"""The one episode driver of evaluation: two-move games (a challenger's move, then the solver's) played with
+moves fixed in advance, and plain answers to prompts.
 
 Evaluation separates the two roles: challenger moves are sampled once
 (`challenger_moves`), stored, and later answered by any solver (`solve`). The
@@ -96,6 +97,16 @@ def solve(make_env: Callable[[], object], policy: Policy, items: Sequence[tuple[
     with ThreadPoolExecutor(max_workers=MAX_THREADS) as pool:  # env steps call judges; engines batch them
         list(pool.map(lambda episode: episode.step(answers[id(episode)]), waiting))
     return [episode.outcome(queries.get(id(episode)), answers.get(id(episode))) for episode in episodes]
+
+
+def answer_prompts(policy: Policy, instructions: Sequence[str], params: SamplingParams,
+                   seed: int | None = None) -> list[str]:
+    """One answer per instruction (a one-turn chat, no game), sampled in one batch, after seeding torch with
+    `seed` if given."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    chats = [[{"role": "user", "content": instruction}] for instruction in instructions]
+    return [completions[0].text for completions in policy.generate_batch(chats, n=1, params=params)]
 
 
 def _open(make_env: Callable[[], object], items: Sequence[tuple[int, str]]) -> list[_Episode]:

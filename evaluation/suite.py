@@ -152,9 +152,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
 
 
 def answer_suite(policy: Policy, suite: Suite, params: SamplingParams) -> list[str]:
-    """Each prompt answered as a single user turn, in order."""
-    chats = [[{"role": "user", "content": item.prompt}] for item in suite.items]
-    return [completions[0].text for completions in policy.generate_batch(chats, n=1, params=params)]
+    """Each prompt answered as a single user turn, in order (`evaluation.episodes.answer_prompts`)."""
+    from evaluation.episodes import answer_prompts
+
+    return answer_prompts(policy, [item.prompt for item in suite.items], params)
 
 
 def evaluate_policy(policy: Policy, suite: Suite, params: SamplingParams) -> tuple[SuiteScore, list[dict]]:

@@ -33,6 +33,8 @@ BENCHMARKS = {
     "judge-layout": "benchmarks.judge_layout",
     "engine-threads": "benchmarks.engine_threads",
     "packing": "benchmarks.packing",
+    "cluster-eval": "benchmarks.cluster_eval",
+    "oversized-actions": "benchmarks.oversized_actions",
 }
 
 
@@ -50,12 +52,17 @@ def list_benchmarks(console: Console) -> None:
     console.print("run one with: lsp bench NAME [--help]")
 
 
-def run_benchmark(name: str, args: list[str], console: Console) -> str:
-    """Parse `args` into the benchmark's settings, run it, print and return its report."""
+def benchmark_settings(name: str, args: list[str]):
+    """(the benchmark's module, its settings parsed from `args`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; benchmarks: {', '.join(BENCHMARKS)}")
     module = importlib.import_module(BENCHMARKS[name])
-    settings = auto_cli(module.Settings, args=args, prog=f"lsp bench {name}", description=summary(BENCHMARKS[name]))
+    return module, auto_cli(module.Settings, args=args, prog=f"lsp bench {name}",
+                            description=summary(BENCHMARKS[name]))
+
+
+def run_benchmark(module, settings, console: Console) -> str:
+    """Run a benchmark (`benchmark_settings`), print and return its report."""
     report = module.run(settings)
     console.print(report, markup=False, highlight=False)
     return report

@@ -31,6 +31,16 @@ class PlayConfig:
     temperature: float = 0.8
 
 
+def check_play(config: PlayConfig) -> None:
+    """Refuse an unknown game or judge before any model loads."""
+    import lsp_env
+    from agents.judges import check_judge_name
+
+    lsp_env.registry[config.game]
+    check_judge_name(config.judge)
+    check_judge_name(config.quality_judge)
+
+
 def play(config: PlayConfig, console: Console | None = None):
     """Play and print one episode group; returns the `algorithms.collector.Rollout`."""
     import torch

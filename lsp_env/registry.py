@@ -14,6 +14,7 @@ to load is skipped with a warning naming it.
 """
 from __future__ import annotations
 
+
 import difflib
 import functools
 import importlib
@@ -108,14 +109,17 @@ class EnvSpec:
     def check_arguments(self, arguments: Mapping[str, Any]) -> None:
         """Check `arguments` against the game's typed settings (`settings_class`) without building it: an unknown
         name or a value of the wrong type is a `TypeError` listing the settings."""
+        from dataclasses import fields
+
         from jsonargparse import ArgumentParser
 
+        settings_class = self.settings_class()
         parser = ArgumentParser(exit_on_error=False)
-        parser.add_class_arguments(self.settings_class(), fail_untyped=False)
+        parser.add_class_arguments(settings_class, fail_untyped=False)
         try:
             parser.parse_object(dict(arguments))
         except Exception as error:  # jsonargparse's ArgumentError
-            settings = [action.dest for action in parser._actions if action.dest not in ("help", "config")]
+            settings = [setting.name for setting in fields(settings_class)]
             message = " ".join(str(error).split())
             raise TypeError(f"{self.id}: {message}; its settings: {', '.join(settings) or 'none'}") from None
 

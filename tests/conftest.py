@@ -39,3 +39,11 @@ def eight_groups():
         batch.set(REF_LOG_PROBS, token_log_probs(tiny_model(seed=1)[0], batch.get(TOKENS), batch.get(ATTENTION_MASK),
                                                  batch.get(RESPONSE_MASK)))
     return model, batch
+
+
+def pytest_collection_modifyitems(items):
+    """Distributed tests (several processes, a local Ray cluster) are slow too: `pytest -m "not slow"` skips
+    both, for a quick local loop; CI runs everything."""
+    for item in items:
+        if item.get_closest_marker("distributed"):
+            item.add_marker(pytest.mark.slow)

@@ -1,6 +1,7 @@
 """The `lsp` command line."""
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_help_documents_every_subcommand(command):
 
 LIGHT = """
 import sys
+import time
 from lsp.cli import main
 try:
     code = main({argv!r})
@@ -136,3 +138,72 @@ def test_train_notes_that_bf16_is_slow_on_a_cpu_without_amx(autocast, tiny_path,
     assert ("no AMX, where bf16 autocast is slower" in out) == (autocast == "true" and not has_amx)
     autocast_on = autocast == "true" or (autocast is None and has_amx)
     assert ("game ConstrainedInstructions-v0, bf16 autocast)" if autocast_on else "v0, float32)") in out
+
+
+def test_print_config_shows_the_values_the_run_will_use(capsys):
+    import yaml
+
+    assert main(["train", "--print_config", "--lora_rank", "0", "--algorithm_args", "{beta: 0.1}"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["lr"] == 3e-6 and printed["batch_size"] == 4 and printed["grad_accumulation"] == 2
+    assert printed["autocast"] in (True, False) and printed["beta"] == printed["algorithm_args"]["beta"] == 0.1
+
+
+def test_algorithm_args_set_beta_for_the_run(tiny_path, tmp_path):
+    import json
+
+    assert main(["train", "--model", tiny_path, "--engine", "hf", "--game", "LanguageSelfPlay-v0",
+                 "--algorithm", "lsp-zero", "--judge", "helpfulness", "--num_queries", "2", "--group_size", "2",
+                 "--max_new_tokens", "4", "--judge_max_new_tokens", "4", "--iterations", "1", "--eval_suite", "null",
+                 "--algorithm_args", "{beta: 0.1}", "--output", str(tmp_path)]) == 0
+    [line] = [json.loads(text) for text in next(tmp_path.glob("*/metrics.jsonl")).read_text().splitlines()]
+    assert line["algorithm/beta"] == 0.1 and line["algorithm/challenger_weight"] == 1.0
+
+
+BROKEN_GAME = """
+import sys
+import time
+import lsp_env
+from lsp_env.games.tic_tac_toe import TicTacToe
+from lsp.cli import main
+
+
+class Broken(TicTacToe):
+    def step(self, action):
+        raise TypeError("a bug deep inside the game's step")
+
+
+lsp_env.register("Broken-v0", Broken)
+sys.exit(main(["play", "--game", "Broken-v0", "--model", {model!r}, "--judge", "none", "--quality_judge", "none",
+               "--answers", "1", "--max_new_tokens", "2"]))
+"""
+
+
+def test_an_error_inside_a_run_reaches_the_user_with_its_traceback(tiny_path):
+    result = subprocess.run([sys.executable, "-c", BROKEN_GAME.format(model=tiny_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and "in step" in result.stderr
+    assert "TypeError: a bug deep inside the game's step" in result.stderr
+    assert not result.stderr.startswith("error:")
+
+
+def test_debug_prints_the_traceback_of_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lsp.cli", "train", "--num_queries", "5", "--batch_size", "2",
+                             "--debug"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr and "error: batch_size" in result.stderr
+
+
+def test_resume_of_a_missing_folder_is_refused_before_torch_loads(tmp_path):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lsp.cli", "train", "--resume", str(tmp_path / "no-such-run")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no such folder" in result.stderr
+    assert time.monotonic() - started < 3  # torch alone takes longer to import on a 2-core machine
+
+
+@pytest.mark.parametrize("algorithm", ["lsp", "lsp-zero", "grpo"])
+def test_one_answer_per_query_is_refused_for_group_relative_algorithms(algorithm):
+    subprocess.run([sys.executable, "-c", LIGHT.format(argv=["train", "--algorithm", algorithm, "--group_size", "1"],
+                                                       code=2)], check=True, timeout=120, capture_output=True)

@@ -38,7 +38,8 @@ R_Q = `quality_judge.judge(query, answer).score` is the self-reward for
 quality. Averaged over a group of answers to one query (the trainer forks the
 episode at the solver's turn) the challenger's reward is -V(q) + V_Q(q), as in
 the paper. When the game ends, both agents' infos hold the breakdown: `query`,
-`answer`, `reward` (R), `quality` (R_Q or None), `judge_text`, `judge_parsed`,
+`answer`, `reward` (R), `quality` (R_Q or None), `judge_text`, `judge_parsed`, `judged_truncated` (the query or
+answer was cut to what the judge reads: `agents.judges.MAX_JUDGED_TOKENS`),
 `quality_text`, `quality_parsed`, and `guards`.
 
 ### Guards
@@ -177,6 +178,7 @@ class LanguageSelfPlay(GuardedGame):
             "judge_parsed": verdict.parsed,
             "quality_text": None if quality_verdict is None else quality_verdict.text,
             "quality_parsed": None if quality_verdict is None else quality_verdict.parsed,
+            "judged_truncated": verdict.truncated or (quality_verdict is not None and quality_verdict.truncated),
         }
         self.transcript.append(("judge", _describe(verdict, quality_verdict)))
         breakdown["guards"] = self.apply_guards(self.query, self.answer, rewards, self.template)

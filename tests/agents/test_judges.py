@@ -105,7 +105,12 @@ def test_reward_model_judge_scores_batches(tmp_path):
     assert batch[0].score != batch[1].score
     for b, s in zip(batch, singles):
         assert b.score == pytest.approx(s.score, abs=1e-4)  # padding does not change scores
+    assert not any(j.truncated for j in batch)
     judge.close()
+    short = RewardModelJudge(str(tmp_path), max_length=64)  # the chat template alone is about 40
+    cut, whole = short.judge_batch([("What is 2+2?", "word " * 100), ("Hi", "4")])
+    assert cut.truncated and not whole.truncated  # cut at max_length, and marked
+    short.close()
 
 
 def test_missing_reward_model_is_a_clear_error(tmp_path):
@@ -126,3 +131,25 @@ def test_build_judge_names(tiny_policy):
 def test_function_judge():
     judge = FunctionJudge(lambda q, a: len(a), name="length")
     assert [j.score for j in judge.judge_batch([("q", "ab"), ("q", "abcd")])] == [2.0, 4.0]
+
+
+def test_a_self_judge_reads_at_most_max_input_tokens_of_each_side(tiny_policy, monkeypatch):
+    seen = []
+    next_token_logprobs = tiny_policy.next_token_logprobs
+    monkeypatch.setattr(tiny_policy, "next_token_logprobs", lambda prompt, candidates: seen.append(len(prompt))
+                        or next_token_logprobs(prompt, candidates))
+    judge = SelfJudge(tiny_policy, max_score=7, max_input_tokens=64)
+    short, long = judge.judge_batch([("a short query", "a short answer"), ("a short query", "word " * 4000)])
+    assert not short.truncated and long.truncated
+    assert seen[1] - seen[0] <= 64 + 16  # the cut answer and its marker, not 4,000 words
+    assert judge.judge_batch([("word " * 4000, "fine")])[0].truncated  # the query too
+
+
+def test_the_game_records_that_the_judge_read_a_cut_answer(tiny_policy):
+    import lsp_env
+
+    env = lsp_env.make("LanguageSelfPlay-v0", judge=SelfJudge(tiny_policy, max_input_tokens=32))
+    env.reset(seed=0)
+    env.step("Describe a harbor.")
+    env.step("The harbor is busy. " * 200)
+    assert env.infos["solver"]["judged_truncated"] is True

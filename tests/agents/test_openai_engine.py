@@ -145,7 +145,7 @@ def test_without_a_key_the_server_makes_a_fresh_one(monkeypatch):
 # --- a real vllm serve -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server():
-    with VLLMServer(ServeConfig(port=free_port(), api_key=API_KEY, kv_cache_gib=0.5)) as running:
+    with VLLMServer(ServeConfig(port=free_port(), api_key=API_KEY, kv_cache_gib=0.5, weight_updates=True)) as running:
         yield running
 
 
@@ -238,7 +238,7 @@ def descendants(root: int) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_sigterm_to_lsp_serve_stops_the_whole_server_tree():
+def test_sigterm_to_lsp_serve_stops_the_whole_server_tree(hf):
     port = free_port()
     env = {name: value for name, value in os.environ.items() if name != "LSP_API_KEY"}
     serve = subprocess.Popen([sys.executable, "-m", "lsp.cli", "serve", "--port", str(port), "--kv_cache_gib", "0.5"],
@@ -246,12 +246,17 @@ def test_sigterm_to_lsp_serve_stops_the_whole_server_tree():
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", 600, serve)
         output = ""
-        for line in serve.stdout:  # up to the line telling how to train on it
+        for line in serve.stdout:  # up to the last line of what it prints at start
             output += line
-            if "lsp train --engine openai" in line:
+            if "Ctrl-C stops the server" in line:
                 break
         tree = descendants(serve.pid)
         assert len(tree) >= 2  # lsp serve and the vLLM server
+        key = output.split("export LSP_API_KEY=")[1].split()[0]
+        client = OpenAIPolicy(f"http://127.0.0.1:{port}", hf.tokenizer, api_key=key)
+        with pytest.raises(ServerError, match="--weight_updates true"):  # by default it serves fixed weights
+            client.check_weight_updates()
+        client.close()
         serve.send_signal(signal.SIGTERM)
         output += serve.communicate(timeout=120)[0]
     finally:

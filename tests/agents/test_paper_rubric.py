@@ -2,8 +2,10 @@
 import logging
 
 import pytest
+from transformers import AutoTokenizer
 
 from agents.judges import PAPER_INSTRUCTIONS, RUBRICS, Judge, SelfJudge, build_judge, parse_paper_rubric
+from agents.models import DEFAULT_MODEL, resolve_model
 from agents.policy import Completion
 
 WELL_FORMED = "Justification: clear task, on topic, covers most of it.\nSum: 1+1+1+1+1+0+0\nScore: 5"
@@ -51,9 +53,8 @@ def test_the_prompt_asks_for_justification_then_sum_then_score():
 class ScriptedPolicy:
     """A policy whose generations are fixed texts, in turn."""
 
-    tokenizer = None
-
     def __init__(self, texts):
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))  # judges cut long inputs
         self.texts = list(texts)
         self.prompts = []
 

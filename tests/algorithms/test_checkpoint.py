@@ -50,6 +50,11 @@ def edit_manifest(folder):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def empty_manifest_and_cut_weights(folder):
+    cut_in_half("model/model.safetensors")(folder)
+    (folder / "manifest.json").write_text(json.dumps({"files": {}}))
+
+
 DAMAGES = {
     "model cut in half": (cut_in_half("model/model.safetensors"),
                           r"model/model.safetensors has \d+ bytes, the manifest says \d+"),
@@ -58,6 +63,7 @@ DAMAGES = {
     "trainer state deleted": (lambda folder: (folder / "trainer.pt").unlink(), "trainer.pt is missing"),
     "manifest deleted": (lambda folder: (folder / "manifest.json").unlink(), "manifest.json is missing"),
     "manifest edited": (edit_manifest, r"config.yaml differs from the manifest \(sha256 mismatch\)"),
+    "empty manifest, weights cut": (empty_manifest_and_cut_weights, r"\S+ is not in the manifest"),
 }
 
 
@@ -114,6 +120,19 @@ def test_resume_drops_a_torn_last_metrics_line(full_run, tmp_path):
     trainer.close()
     assert trainer.start_iteration == 2
     assert [r["iteration"] for r in metrics(run_dir)] == [1, 2]
+
+
+def test_resume_puts_back_the_checkpointed_iterations_line_when_it_was_torn(full_run, tmp_path):
+    run_dir = copy(full_run, tmp_path)
+    path = run_dir / "metrics.jsonl"
+    original = metrics(run_dir)
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][:20])  # iteration 2 torn, though its checkpoint was written
+    with pytest.warns(UserWarning, match="dropped its torn last line 2"):
+        trainer = Trainer.resume(run_dir, judges=JUDGES)
+    trainer.close()
+    assert trainer.start_iteration == 2
+    assert metrics(run_dir) == original  # replayed from the checkpoint, as it was logged
 
 
 def test_checkpoints_carry_a_manifest_of_every_file_and_a_weights_only_trainer_state(full_run):

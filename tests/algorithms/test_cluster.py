@@ -9,6 +9,7 @@ import torch
 from algorithms import checkpoint
 from algorithms.config import ClusterConfig, TrainConfig
 from algorithms.trainer import Trainer
+from evaluation.suite import load_suite
 
 ray = pytest.importorskip("ray")
 
@@ -136,3 +137,31 @@ def test_the_ray_trainer_processes_take_the_one_process_step(local_ray, tiny_pat
     for name in alone:
         torch.testing.assert_close(sharded[name], alone[name], atol=1e-6, rtol=1e-5, msg=name)
     assert sharded_losses == pytest.approx(alone_losses, rel=1e-5, abs=1e-7)
+
+
+def test_the_held_out_answers_are_spread_over_the_workers_and_do_not_depend_on_their_number(local_ray, tmp_path):
+    """The real model's greedy answers to a small suite: the same from one process, one rollout worker and two
+    (each answering its own share of the prompts), in the suite's order; so the same scores."""
+    from agents import SamplingParams
+    from agents.models import DEFAULT_MODEL
+
+    prompts = [item.prompt for item in load_suite("if-heldout").items[:7]]  # an odd count: unequal shares
+    greedy, answers, scores = SamplingParams(12, temperature=0.0), {}, {}
+    for workers in (0, 1, 2):
+        cluster = ClusterConfig(address="local", rollout_workers=workers, trainer_processes=1) if workers else \
+            ClusterConfig()
+        trainer = Trainer(run_config(DEFAULT_MODEL, tmp_path / str(workers), "local", cluster=cluster, num_queries=2,
+                                     batch_size=1, eval_suite="if-heldout", eval_max_new_tokens=12))
+        try:
+            answers[workers] = trainer.rollout.answer_prompts(prompts, greedy)
+            if workers:
+                shares = [ray.get(worker.answer_prompts.remote(prompts[:4], greedy))
+                          for worker in trainer.rollout.workers]  # every worker holds the same weights
+                assert all(share == answers[workers][:4] for share in shares)
+            scores[workers] = trainer.heldout_score().as_dict()
+        finally:
+            trainer.close()
+    assert len(answers[0]) == 7 and len(set(answers[0])) > 1
+    assert answers[1] == answers[0] and answers[2] == answers[0]
+    assert scores[1] == scores[0] and scores[2] == scores[0]
+

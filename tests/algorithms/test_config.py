@@ -78,3 +78,35 @@ def test_cluster_settings_round_trip_through_yaml(tmp_path):
 def test_cluster_sizes_that_cannot_share_an_iteration_are_refused(cluster, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(cluster=cluster)
+
+
+@pytest.mark.parametrize("given, expected", [
+    (dict(), dict(beta=0.05, challenger_weight=1.0)),
+    (dict(algorithm_args={"beta": 0.1}), dict(beta=0.1, challenger_weight=1.0)),
+    (dict(beta=0.1, algorithm_args={"beta": 0.1}), dict(beta=0.1, challenger_weight=1.0)),
+    (dict(challenger_weight=0.0), dict(beta=0.05, challenger_weight=0.0)),
+    (dict(algorithm="grpo"), dict(beta=0.05, challenger_weight=0.0)),  # grpo's own default stays
+    (dict(algorithm="grpo", challenger_weight=0.5), dict(beta=0.05, challenger_weight=0.5)),
+])
+def test_each_algorithm_setting_has_one_home_and_the_top_level_flags_are_aliases(given, expected):
+    from algorithms.config import check_settings
+
+    settings = check_settings(TrainConfig(**given))
+    assert {name: getattr(settings, name) for name in expected} == expected
+
+
+def test_an_alias_that_disagrees_with_algorithm_args_is_refused():
+    from algorithms.config import check_settings
+
+    with pytest.raises(ValueError, match="beta is given twice"):
+        check_settings(TrainConfig(beta=0.2, algorithm_args={"beta": 0.1}))
+
+
+def test_the_resolved_config_fills_every_default_the_run_decides():
+    from algorithms.assembly import resolved_config
+
+    lora = resolved_config(TrainConfig(lora_rank=16, num_queries=8))
+    assert (lora.lr, lora.batch_size, lora.grad_accumulation, lora.autocast is not None) == (1e-4, 4, 2, True)
+    assert lora.beta == lora.algorithm_args["beta"] == 0.05 and lora.algorithm_args["kl_estimator"] == "k3"
+    assert resolved_config(TrainConfig(lora_rank=0, algorithm="grpo")).lr == 1e-6
+    assert resolved_config(TrainConfig(lora_rank=0, algorithm="lsp")).lr == 3e-6

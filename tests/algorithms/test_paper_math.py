@@ -32,8 +32,9 @@ def test_sampled_kl_estimators_are_unbiased(estimator):
     exact = float((policy.exp() * (policy - reference)).sum())
     samples = torch.multinomial(policy.exp(), 200_000, replacement=True)
     _, loss, _ = loss_and_batch(kl_estimator=estimator)
-    data = TensorDict({"_cur_log_prob": policy[samples][:, None]}, batch_size=[len(samples)])
-    estimates = loss._token_kl(data, reference[samples][:, None], torch.ones(len(samples), 1, dtype=torch.bool))
+    data = TensorDict({}, batch_size=[len(samples)])
+    estimates = loss.token_kl(data, policy[samples][:, None], reference[samples][:, None],
+                              torch.ones(len(samples), 1, dtype=torch.bool))
     assert float(estimates.mean()) == pytest.approx(exact, rel=0.03)  # ~10 standard errors of the mean
     if estimator == "k3":
         assert bool((estimates >= 0).all())
@@ -63,9 +64,8 @@ def test_aggregation_on_two_queries_by_three_answers(aggregation, per_row_factor
     gives k1 = 0.1 * tokens per row, scaled by the mode's factor; the logged KL is the mean over rows."""
     _, loss, batch = loss_and_batch(aggregation=aggregation, kl_estimator="k1")
     mask = batch.get(RESPONSE_MASK)
-    batch.set("_cur_log_prob", torch.where(mask, torch.full(mask.shape, -1.0), torch.zeros(mask.shape)))
-    batch.set(REF_LOG_PROBS, torch.full(mask.shape, -1.1))
-    _, logged = loss._kl_to_ref(batch, mask=mask.bool(), coeff=1.0)
+    current = torch.where(mask, torch.full(mask.shape, -1.0), torch.zeros(mask.shape))
+    _, logged = loss.kl_to_reference(batch, current, torch.full(mask.shape, -1.1), mask.bool())
     lengths = torch.tensor([2, 3, 3, 3, 2, 3, 3, 3], dtype=torch.float)
     expected = float((0.1 * lengths * torch.tensor(per_row_factor)).mean())
     assert float(logged) == pytest.approx(expected, rel=1e-5)

@@ -11,17 +11,33 @@ def write_metrics(run_dir, values):
     return run_dir
 
 
-def test_one_run_is_plotted_into_its_folder(tmp_path):
+def pixels(path):
+    from matplotlib.image import imread
+
+    return imread(path)
+
+
+def test_one_run_is_plotted_into_its_folder_and_the_plot_shows_its_values(tmp_path):
     run = write_metrics(tmp_path / "run", [0.5, 0.6, 0.55])
     assert plot_curves(run) == run / "curves.png"
-    assert (run / "curves.png").stat().st_size > 0
+    other = write_metrics(tmp_path / "other", [0.1, 0.9, 0.2])
+    same = write_metrics(tmp_path / "same", [0.5, 0.6, 0.55])
+    plot_curves(other), plot_curves(same)
+    image = pixels(run / "curves.png")
+    assert (image == pixels(same / "curves.png")).all()  # drawn from the values alone
+    assert (image != pixels(other / "curves.png")).any()  # and other values draw another plot
 
 
 def test_several_runs_share_one_smoothed_figure(tmp_path):
     runs = {"lsp": write_metrics(tmp_path / "a", [0.5, 0.6, 0.55, 0.7]),
             "lsp-zero": write_metrics(tmp_path / "b", [0.4, 0.5])}
     path = plot_runs(runs, tmp_path / "both.png", smooth=3)  # the 2-iteration run is too short to smooth
-    assert path.stat().st_size > 0
+    alone = plot_runs({"lsp": runs["lsp"]}, tmp_path / "alone.png", smooth=3)
+    raw = plot_runs(runs, tmp_path / "raw.png", smooth=1)
+    raw_alone = plot_runs({"lsp": runs["lsp"]}, tmp_path / "raw-alone.png", smooth=1)
+    assert (pixels(path) == pixels(alone)).all()  # too short to smooth: left out
+    assert (pixels(raw) != pixels(raw_alone)).any()  # unsmoothed, both runs are drawn
+    assert (pixels(path) != pixels(raw)).any()  # smoothing changes the curves
 
 
 def test_nothing_to_plot_gives_none(tmp_path):

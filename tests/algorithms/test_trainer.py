@@ -101,12 +101,15 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path):
 def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_path):
     from algorithms.lsp_zero import LSPZero
 
+    weights = []
+
     class SolverOnly(LSPZero):
         """Trains only the solver."""
 
         def compute_advantages(self, batch):
             batch = super().compute_advantages(batch)
             batch.set("row_weight", batch.get("row_weight") * batch.get("branch").float())
+            weights.append(batch.get("row_weight").clone())
             return batch
 
     algorithms.register("solver-only", SolverOnly)
@@ -118,6 +121,7 @@ def test_user_algorithm_registered_outside_the_package_trains(tiny_path, tmp_pat
     finally:
         algorithms.registry.unregister("solver-only")
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.update.model.parameters()))
+    assert len(weights) == 1 and (weights[0] == 0).any() and (weights[0] > 0).any()  # its advantages were used
 
 
 @pytest.mark.slow

@@ -69,9 +69,10 @@ def test_parse_answer_reads_the_last_number(answer, value):
     assert parse_answer(answer) == value
 
 
-@pytest.mark.parametrize("answer", ["no idea", "", "x/0", "!!!"])
-def test_parse_answer_malformed(answer):
-    assert parse_answer(answer) is None or parse_answer(answer) == 0
+@pytest.mark.parametrize("answer, value", [("no idea", None), ("", None), ("!!!", None), ("3/0", None),
+                                           ("x/0", Fraction(0))])  # the last number of "x/0" is 0
+def test_parse_answer_without_a_readable_number_is_none(answer, value):
+    assert parse_answer(answer) == value
 
 
 def test_format_value():

@@ -83,7 +83,7 @@ def test_solver_sees_the_program_and_the_call():
     ("    import subprocess\n    return subprocess.run(['true']).returncode", "error"),
     ("    return open('/etc/passwd').read()", "error"),
     ("    import os\n    os._exit(0)", "error"),
-    ("    return bytearray(10 ** 10)", "memory_limit"),
+    ("    return [bytearray(10 ** 6) for _ in range(10 ** 4)]", "memory_limit"),
     ("    return 'x' * 10 ** 6", "output_limit"),
     ("    import os\n    os.kill(os.getpid(), 9)", "crashed"),
     ("    return 1 / 0", "error"),

