@@ -1,6 +1,6 @@
-"""Oversized actions against the default game: one LanguageSelfPlay step with a 4,000-character answer, with the
-judge's input cap (`agents.judges.MAX_JUDGED_TOKENS`) and without it, and PettingZoo's `api_test` (random actions
-of up to 8,192 and 32,768 characters) with the cap.
+"""Oversized actions against the default game: one LanguageSelfPlay step with a random 4,000-character answer,
+with the judge's input cap (`agents.judges.MAX_JUDGED_TOKENS`) and without it, and PettingZoo's `api_test`
+(random actions of up to 8,192 and 32,768 characters) with the cap.
 
     python -m benchmarks.oversized_actions          # = lsp bench oversized-actions
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import statistics
 import time
 import warnings
@@ -23,6 +22,7 @@ from pettingzoo.test import api_test
 import lsp_env
 from agents.default_judge import loaded_judge
 from agents.judges import MAX_JUDGED_TOKENS
+from lsp_env.text_game import UnicodeText
 
 
 @dataclass
@@ -45,9 +45,7 @@ def one_step(answer: str) -> tuple[float, bool]:
 
 def run(settings: Settings) -> str:
     judge = loaded_judge()
-    words = random.Random(0).choices(["the", "tide", "moon", "water", "pulls", "ocean", "rises", "and", "falls"],
-                                     k=settings.answer_chars)
-    answer = " ".join(words)[:settings.answer_chars]
+    answer = UnicodeText(settings.answer_chars, min_length=settings.answer_chars, seed=0).sample()  # as api_test's
     rows = []
     for name, cap in (("cap", MAX_JUDGED_TOKENS), ("no cap", 10**9)):
         judge.max_input_tokens = cap

@@ -17,6 +17,7 @@ architectures or ABIs (x32) get ENOSYS, so that the C library falls back to clon
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import struct
 
@@ -111,6 +112,7 @@ _ACTIONS = {"allow": 0x7FFF_0000, **{name: 0x0005_0000 | code for name, code in 
     ("eafnosupport", errno.EAFNOSUPPORT), ("enotty", errno.ENOTTY))}}
 
 
+@functools.lru_cache(maxsize=None)
 def seccomp_filter(machine: str) -> bytes:
     """The filter for `machine` (a key of `SYSCALLS`), as bwrap's `--seccomp` reads it."""
     audit_arch, numbers = SYSCALLS[machine]
