@@ -99,6 +99,8 @@ def processed_log_probs(logits: torch.Tensor, targets: torch.Tensor, sampling: S
     if sampling is None or sampling.temperature <= 0:
         return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
     logits = logits / sampling.temperature
+    if sampling.min_p <= 0 and sampling.top_p >= 1:  # nothing is cut: the tempered log-softmax
+        return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
     keep = _kept_tokens(logits.detach(), sampling)
     keep.scatter_(-1, targets[:, None], True)
     kept = logits.masked_fill(~keep, float("-inf"))
@@ -108,9 +110,8 @@ def processed_log_probs(logits: torch.Tensor, targets: torch.Tensor, sampling: S
 def _kept_tokens(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
     """The min-p, then top-p, set of each row (a boolean mask), as vLLM's sampler keeps it."""
     keep = torch.ones_like(logits, dtype=torch.bool)
-    if sampling.min_p > 0:
-        logp = logits.log_softmax(-1)
-        keep &= logp >= logp.max(-1, keepdim=True).values + math.log(sampling.min_p)
+    if sampling.min_p > 0:  # p >= min_p * p_max, i.e. logit >= max logit + log(min_p): no softmax needed
+        keep &= logits >= logits.max(-1, keepdim=True).values + math.log(sampling.min_p)
     if sampling.top_p < 1:
         probs = logits.masked_fill(~keep, float("-inf")).softmax(-1)
         sorted_probs, order = probs.sort(-1, descending=True)

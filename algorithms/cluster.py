@@ -35,7 +35,7 @@ from algorithms.collector import Rollout
 from algorithms.config import ClusterConfig, TrainConfig
 from algorithms.device import device_peak_gib, model_device, synchronize
 from algorithms.memory import PeakMemory
-from algorithms.stopping import end_processes, reclaim_signals
+from algorithms.stopping import end_processes, polled, reclaim_signals
 
 
 class _Measured:
@@ -168,7 +168,7 @@ class RayCollection:
         import ray
 
         if self.value is None:
-            results = ray.get(self.refs)
+            results = stoppable_get(self.refs)
             rows, episodes, failures = [], [], {}
             for i, (collected, peak) in enumerate(results):
                 for item in (*collected.rows, *collected.rollout.episodes):  # groups are per worker: make them unique
@@ -191,7 +191,7 @@ class RayRollout:
         import ray
 
         self.workers, self.config, self.peaks = workers, config, []
-        self.roles, self.guard_names, self.pad_token_id = ray.get(workers[0].game.remote())
+        self.roles, self.guard_names, self.pad_token_id = stoppable_get([workers[0].game.remote()])[0]
 
     def start(self, num_groups: int, seed: int, background: bool = False) -> RayCollection:
         """Start every worker on its share, with the seeds a one-process run gives those groups."""
@@ -203,7 +203,7 @@ class RayRollout:
         """Each worker scores its own rows of the last collection (the batch holds them in worker order)."""
         import ray
 
-        results = ray.get([worker.reference.remote() for worker in self.workers])
+        results = stoppable_get([worker.reference.remote() for worker in self.workers])
         self.peaks += [peak for _, peak in results]
         values = [value for per_worker, _ in results for row in per_worker for value in row]
         reference = torch.zeros(batch.get(REF_LOG_PROBS).shape)
@@ -239,7 +239,7 @@ class RayRollout:
             bounds.append(bounds[-1] + size + (rank < extra))
         shares = [worker.answer_prompts.remote(prompts[start:end], params)
                   for worker, start, end in zip(self.workers, bounds, bounds[1:]) if end > start]
-        return [answer for share in ray.get(shares) for answer in share]
+        return [answer for share in stoppable_get(shares) for answer in share]
 
     def sleep(self) -> None:
         """Nothing: each worker's engines have a device of their own, which the trainer processes do not use."""
@@ -321,23 +321,38 @@ def ray_backends(config: TrainConfig, resume_from: Path | None = None) -> tuple[
     ray = _import_ray()
     config, _, _ = check_run(config)  # a wrong setting fails before Ray starts
     cluster = config.cluster
-    started_ray = start_ray(cluster)
     resources = {"num_cpus": cluster.cpus_per_worker, "num_gpus": cluster.gpus_per_worker}
-    trainers, workers = [], []
-    try:  # a failure or a stop signal during the setup ends what it started
-        trainers += [ray.remote(**resources)(TrainerWorker).remote(config, rank, cluster.trainer_processes)
-                     for rank in range(cluster.trainer_processes)]
-        workers += [ray.remote(**resources)(RolloutWorker).remote(config) for _ in range(cluster.rollout_workers)]
-        address, port = ray.get(trainers[0].address.remote())
-        world = len(trainers) + len(workers)
-        ray.get([actor.join.remote(address, port, rank, world, len(trainers), config.sync_timeout_s)
-                 for rank, actor in enumerate([*trainers, *workers])])
-        ray.get([trainer.setup.remote(str(resume_from) if resume_from else None) for trainer in trainers])
-    except BaseException:
-        stop_actors([*workers, *trainers], started_ray)
-        raise
-    update = RayUpdate(trainers, started_ray, [*workers, *trainers])
-    return config, RayRollout(workers, config), update
+    trainers, workers, started_ray = [], [], False
+    with polled() as poll:  # a stop signal is acted on between Ray's calls, never inside them
+        try:  # a failure or a stop during the setup ends what it started
+            started_ray = start_ray(cluster)
+            poll()
+            trainers += [ray.remote(**resources)(TrainerWorker).remote(config, rank, cluster.trainer_processes)
+                         for rank in range(cluster.trainer_processes)]
+            workers += [ray.remote(**resources)(RolloutWorker).remote(config) for _ in range(cluster.rollout_workers)]
+            address, port = stoppable_get([trainers[0].address.remote()])[0]
+            world = len(trainers) + len(workers)
+            stoppable_get([actor.join.remote(address, port, rank, world, len(trainers), config.sync_timeout_s)
+                           for rank, actor in enumerate([*trainers, *workers])])
+            stoppable_get([trainer.setup.remote(str(resume_from) if resume_from else None) for trainer in trainers])
+            rollout = RayRollout(workers, config)
+        except BaseException:
+            stop_actors([*workers, *trainers], started_ray)
+            raise
+    return config, rollout, RayUpdate(trainers, started_ray, [*workers, *trainers])
+
+
+def stoppable_get(refs: list) -> list:
+    """`ray.get(refs)` in short waits, so that a stop signal (`algorithms.stopping`) abandons it from Python:
+    raised inside Ray's own wait, it would become a SystemError."""
+    import ray
+
+    with polled() as poll:
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            poll()
+    return ray.get(refs)
 
 
 def _import_ray():

@@ -37,6 +37,7 @@ class StopSignals:
         self.announce = announce
         self.requested: str | None = None
         self.abandonable = False  # outside an abandonable phase a stop waits for the next check()
+        self.deferred = False  # inside `polled()`: the handler never raises
         self._previous: dict[int, object] = {}
         self._outer: StopSignals | None = None
 
@@ -81,8 +82,24 @@ class StopSignals:
         self.requested = name
         self.announce(f"{name}: stopping{'' if self.abandonable else ' when this phase ends'}, then saving what "
                       f"a resume needs ({name} again stops at once)")
-        if self.abandonable:
+        if self.abandonable and not self.deferred:
             raise StopRequested(name)
+
+
+@contextlib.contextmanager
+def polled():
+    """For waits inside C code that an exception raised by a signal handler would corrupt (Ray's `get` turns it
+    into a SystemError): within, a stop signal only asks for the stop, and the `poll()` this yields raises it,
+    from Python, where the phase may be abandoned. Without an active `StopSignals`, `poll()` does nothing."""
+    stop = _active
+    if stop is None:
+        yield lambda: None
+        return
+    deferred, stop.deferred = stop.deferred, True
+    try:
+        yield lambda: stop.check() if stop.abandonable else None
+    finally:
+        stop.deferred = deferred
 
 
 def reclaim_signals() -> None:

@@ -35,6 +35,7 @@ BENCHMARKS = {
     "packing": "benchmarks.packing",
     "cluster-eval": "benchmarks.cluster_eval",
     "oversized-actions": "benchmarks.oversized_actions",
+    "min-p-mask": "benchmarks.min_p_mask",
 }
 
 

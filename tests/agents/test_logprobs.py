@@ -29,6 +29,23 @@ def test_processed_log_probs_by_hand():
     assert float(greedy) == pytest.approx(float(raw))
 
 
+def test_min_p_keeps_the_set_the_normalised_probabilities_give():
+    """The min-p set from the logits alone (p >= min_p * p_max) is the one the log-softmax gives, and with nothing
+    cut the result is the tempered log-softmax, gradients included."""
+    torch.manual_seed(0)
+    logits = torch.randn(64, 4096) * 4
+    targets = torch.randint(4096, (64,))
+    for min_p in (0.05, 0.1, 0.5):
+        logp = logits.log_softmax(-1)
+        keep = (logp >= logp.max(-1, keepdim=True).values + math.log(min_p)).scatter(-1, targets[:, None], True)
+        expected = logp.gather(-1, targets[:, None]).squeeze(-1) - logp.masked_fill(~keep, float("-inf")).logsumexp(-1)
+        torch.testing.assert_close(processed_log_probs(logits, targets, SamplingParams(min_p=min_p)), expected)
+    leaf = logits.clone().requires_grad_()
+    whole = processed_log_probs(leaf, targets, SamplingParams(temperature=0.7))
+    torch.testing.assert_close(whole, (logits / 0.7).log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1))
+    whole.sum().backward()
+    assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
+
 def test_a_target_outside_the_kept_set_stays_finite():
     logits = torch.tensor([[5.0, 0.0, -5.0]])
     value = processed_log_probs(logits, torch.tensor([2]), SamplingParams(min_p=0.5))

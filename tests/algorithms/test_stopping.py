@@ -19,7 +19,7 @@ from algorithms.trainer import Trainer
 
 
 def test_a_signal_leaves_an_abandonable_phase_at_once_and_waits_for_the_check_elsewhere():
-    lines = []
+    lines, before = [], signal.getsignal(signal.SIGTERM)
     with StopSignals(lines.append) as stop:
         with pytest.raises(StopRequested, match="SIGTERM"):
             with stop.phase(abandonable=True):
@@ -37,7 +37,21 @@ def test_a_signal_leaves_an_abandonable_phase_at_once_and_waits_for_the_check_el
         with pytest.raises(StopRequested):  # an abandonable phase does not start after a stop
             with stop.phase(abandonable=True):
                 pytest.fail("started")
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the old handlers are back
+    assert signal.getsignal(signal.SIGTERM) is before  # the old handlers are back
+
+
+def test_inside_polled_a_signal_only_asks_and_poll_raises_from_python():
+    from algorithms.stopping import polled
+
+    with StopSignals(lambda line: None) as stop:
+        with stop.phase(abandonable=True), polled() as poll:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler ran here, and did not raise
+            assert stop.requested == "SIGTERM"
+            with pytest.raises(StopRequested):
+                poll()
+        with stop.phase(abandonable=False), polled() as poll:
+            poll()  # a phase that may not be abandoned goes on
 
 
 def test_a_second_signal_kills_every_child_and_exits_at_once(tmp_path):
