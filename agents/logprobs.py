@@ -96,14 +96,13 @@ def processed_log_probs(logits: torch.Tensor, targets: torch.Tensor, sampling: S
     finite even where a sampler's rounding differs.
     """
     logits = logits.float()
-    if sampling is None or sampling.temperature <= 0:
-        return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    logits = logits / sampling.temperature
-    if sampling.min_p <= 0 and sampling.top_p >= 1:  # nothing is cut: the tempered log-softmax
-        return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    keep = _kept_tokens(logits.detach(), sampling)
-    keep.scatter_(-1, targets[:, None], True)
-    kept = logits.masked_fill(~keep, float("-inf"))
+    kept = logits
+    if sampling is not None and sampling.temperature > 0:
+        logits = kept = logits / sampling.temperature
+        if sampling.min_p > 0 or sampling.top_p < 1:  # else nothing is cut: no mask to build
+            keep = _kept_tokens(logits.detach(), sampling)
+            keep.scatter_(-1, targets[:, None], True)
+            kept = logits.masked_fill(~keep, float("-inf"))
     return logits.gather(-1, targets[:, None]).squeeze(-1) - kept.logsumexp(-1)
 
 

@@ -165,8 +165,6 @@ class RayCollection:
         ray.wait(self.refs, num_returns=len(self.refs))
 
     def result(self) -> Collected:
-        import ray
-
         if self.value is None:
             results = stoppable_get(self.refs)
             rows, episodes, failures = [], [], {}
@@ -188,8 +186,6 @@ class RayRollout:
     """Rollout backend: `RolloutWorker` actors, each playing an equal share of every collection."""
 
     def __init__(self, workers: list, config: TrainConfig):
-        import ray
-
         self.workers, self.config, self.peaks = workers, config, []
         self.roles, self.guard_names, self.pad_token_id = stoppable_get([workers[0].game.remote()])[0]
 
@@ -201,8 +197,6 @@ class RayRollout:
 
     def reference(self, batch) -> None:
         """Each worker scores its own rows of the last collection (the batch holds them in worker order)."""
-        import ray
-
         results = stoppable_get([worker.reference.remote() for worker in self.workers])
         self.peaks += [peak for _, peak in results]
         values = [value for per_worker, _ in results for row in per_worker for value in row]
@@ -231,8 +225,6 @@ class RayRollout:
     def answer_prompts(self, prompts: list[str], params) -> list[str]:
         """The prompts in one contiguous share per worker (as even as they divide), answered at once, gathered in
         order: the answers do not depend on the number of workers (with greedy decoding)."""
-        import ray
-
         size, extra = divmod(len(prompts), len(self.workers))
         bounds = [0]
         for rank in range(len(self.workers)):

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 
 import psutil
 
@@ -122,18 +121,17 @@ def end_processes(processes: list[psutil.Process], timeout_s: float = 10.0) -> N
     """Wait up to `timeout_s` for `processes` to exit, then SIGTERM the rest, then SIGKILL what still lives.
     multiprocessing's resource tracker is left alone: it ends with this process, and cleans up after it."""
     processes = [process for process in processes if not _is_resource_tracker(process)]
-    deadline = time.monotonic() + timeout_s
-    for action in (None, "terminate", "kill"):
-        alive = [process for process in processes if _alive(process)]
-        if not alive:
-            return
-        for process in alive if action else ():
+    psutil.wait_procs([process for process in processes if is_alive(process)], timeout=timeout_s)
+    for action in ("terminate", "kill"):
+        alive = [process for process in processes if is_alive(process)]
+        for process in alive:
             with contextlib.suppress(psutil.Error):
                 getattr(process, action)()
-        psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 1.0))
+        psutil.wait_procs(alive, timeout=1.0)
 
 
-def _alive(process: psutil.Process) -> bool:
+def is_alive(process: psutil.Process) -> bool:
+    """Whether `process` still runs (a zombie does not)."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

@@ -131,7 +131,7 @@ class SandboxLimits:
     memory_mb: int = 512  # address space (virtual memory) of the process
     file_mb: int = 1  # the largest file it may write, and the size of its /tmp
     max_output_bytes: int = 10_000  # more on stdout, stderr or the value is "output_limit"
-    max_tasks: int = 32  # processes and threads at once, the sandbox's own included (`pids_cgroup`)
+    max_tasks: int = 32  # processes and threads at once, the sandbox's own included (`lsp_env.cgroups`)
 
 
 def run_python(code: str, call: str | None = None, limits: SandboxLimits = SandboxLimits(),
@@ -340,7 +340,7 @@ def printable(text: str) -> str:
 
 def _drain(selector: selectors.BaseSelector, outputs: dict[int, bytearray], until: float) -> None:
     """Read what is left on the pipes, until every process that held them has exited (at most until `until`);
-    at most a little over `max_output_bytes` is kept, as before."""
+    each keeps at most about 1 MB, enough to tell a run over `max_output_bytes`."""
     while selector.get_map() and (remaining := until - time.monotonic()) > 0:
         for key, _ in selector.select(remaining):
             chunk = os.read(key.fd, 65536)

@@ -14,7 +14,7 @@ import pytest
 
 from algorithms import checkpoint
 from algorithms.config import ClusterConfig
-from algorithms.stopping import StopRequested, StopSignals, end_processes
+from algorithms.stopping import StopRequested, StopSignals, end_processes, is_alive
 from algorithms.trainer import Trainer
 
 
@@ -105,7 +105,7 @@ def stop_after_first_iteration(command: list[str], output: Path, timeout_s: floa
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     printed = process.communicate(timeout=120)[0]
-    while living := [line for child, line in tree.items() if alive(child)]:
+    while living := [line for child, line in tree.items() if is_alive(child)]:
         assert time.monotonic() - signalled < 30, living
         time.sleep(0.2)
     return process.returncode, printed, tree, time.monotonic() - signalled
@@ -151,13 +151,6 @@ def test_sigterm_stops_a_local_cluster_run_with_every_process_and_it_resumes(tin
     finally:
         trainer.close()
     assert [line["iteration"] for line in metrics(run_dir)] == list(range(1, done + 2))
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def metrics(run_dir: Path) -> list[dict]:
